@@ -1,0 +1,39 @@
+//! Body types shared by the data plane: one boxed body for everything the gateway sends, and
+//! the inbound request body with its size limit and errors that say who caused them.
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Limited};
+
+/// Any error a body may produce.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request sent upstream and every response sent to a caller.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Why the caller's request body could not be passed on.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundBodyError {
+    #[error("the request body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the request body could not be read: {0}")]
+    Read(BoxError),
+}
+
+/// Wraps a caller's body so that it streams through unbuffered but fails with
+/// [`InboundBodyError::TooLarge`] once more than `limit` bytes have passed.
+pub fn limit_inbound<B>(body: B, limit: usize) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    Limited::new(body, limit)
+        .map_err(move |e| -> BoxError {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Box::new(InboundBodyError::TooLarge { limit })
+            } else {
+                Box::new(InboundBodyError::Read(e))
+            }
+        })
+        .boxed()
+}

@@ -1,0 +1,418 @@
+//! Whole-configuration validation: identifiers, templates, upstream URLs, headers, route
+//! conflicts and cross-references. Every problem is reported with its field path.
+
+use std::collections::{HashMap, HashSet};
+
+use http::Method;
+use http::header::HeaderName;
+
+use super::FieldError;
+use super::env_ref;
+use crate::forward::{UpstreamTarget, is_reserved_header};
+use crate::model::{Client, Collection, Config, Credential, CredentialKind, Operation, Profile};
+use crate::route::template::PathTemplate;
+use crate::route::{RouteSpec, Router};
+
+/// Checks a configuration; returns every problem found.
+pub fn validate(config: &Config) -> Result<(), Vec<FieldError>> {
+    let mut v = Validator::default();
+    let mut base_paths: HashMap<&str, &str> = HashMap::new();
+    let mut collection_ids = HashSet::new();
+    for (i, c) in config.collections.iter().enumerate() {
+        let at = format!("collections[{i}]");
+        v.id(&format!("{at}.id"), c.id.as_str());
+        if !collection_ids.insert(c.id.as_str()) {
+            v.fail(
+                format!("{at}.id"),
+                format!("duplicate collection id '{}'", c.id),
+            );
+        }
+        if let Some(other) = base_paths.insert(c.base_path.as_str(), c.id.as_str()) {
+            v.fail(
+                format!("{at}.base_path"),
+                format!(
+                    "'{}' is already the base path of collection '{other}'",
+                    c.base_path
+                ),
+            );
+        }
+        v.collection(&at, c);
+    }
+    let mut credential_ids = HashSet::new();
+    let mut client_ids = HashSet::new();
+    for (i, client) in config.clients.iter().enumerate() {
+        let at = format!("clients[{i}]");
+        v.id(&format!("{at}.id"), client.id.as_str());
+        if !client_ids.insert(client.id.as_str()) {
+            v.fail(
+                format!("{at}.id"),
+                format!("duplicate client id '{}'", client.id),
+            );
+        }
+        v.client(&at, client, config, &mut credential_ids);
+    }
+    if v.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(v.errors)
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<FieldError>,
+}
+
+impl Validator {
+    fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Identifiers travel in headers, URLs and records: keep them plain.
+    fn id(&mut self, path: &str, id: &str) {
+        let ok = (1..=128).contains(&id.len())
+            && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !ok {
+            self.fail(
+                path,
+                format!(
+                    "invalid identifier '{id}': use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+                ),
+            );
+        }
+    }
+
+    fn collection(&mut self, at: &str, c: &Collection) {
+        match PathTemplate::parse(&c.base_path) {
+            Ok(t) if t.has_wildcard() || t.params().next().is_some() => self.fail(
+                format!("{at}.base_path"),
+                "a base path is literal: no parameters or wildcard",
+            ),
+            Ok(_) => {}
+            Err(e) => self.fail(format!("{at}.base_path"), format!("'{}': {e}", c.base_path)),
+        }
+        if c.upstreams.is_empty() {
+            self.fail(
+                format!("{at}.upstreams"),
+                "at least one environment's upstream is required",
+            );
+        }
+        for (env, url) in &c.upstreams {
+            self.id(&format!("{at}.upstreams"), env.as_str());
+            if let Err(e) = UpstreamTarget::parse(url) {
+                self.fail(format!("{at}.upstreams.{env}"), e);
+            }
+        }
+        for (name, value) in &c.headers {
+            let path = format!("{at}.headers.{name}");
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Err(_) => self.fail(&path, "not a valid header name"),
+                Ok(h) if is_reserved_header(&h) => self.fail(
+                    &path,
+                    "this header is managed by the gateway and cannot be set",
+                ),
+                Ok(_) => {}
+            }
+            if let Err(e) = env_ref::check(value) {
+                self.fail(&path, e.to_string());
+            } else if value.chars().any(|c| c.is_control() && c != '\t') {
+                self.fail(&path, "header values cannot contain control characters");
+            }
+        }
+        let mut op_ids = HashSet::new();
+        let mut templates = Vec::with_capacity(c.operations.len());
+        for (j, op) in c.operations.iter().enumerate() {
+            let at = format!("{at}.operations[{j}]");
+            self.id(&format!("{at}.id"), op.id.as_str());
+            if !op_ids.insert(op.id.as_str()) {
+                self.fail(
+                    format!("{at}.id"),
+                    format!("duplicate operation id '{}'", op.id),
+                );
+            }
+            templates.push(self.operation(&at, op));
+        }
+        // Route conflicts are checked on every operation, drafts included, so that publishing
+        // one can never fail.
+        let valid: Vec<(usize, Vec<Method>, PathTemplate)> = templates
+            .into_iter()
+            .enumerate()
+            .filter_map(|(j, t)| t.map(|(m, t)| (j, m, t)))
+            .collect();
+        let mut router = Router::default();
+        let specs = valid.iter().map(|(j, methods, template)| RouteSpec {
+            operation: *j,
+            methods,
+            template,
+        });
+        if let Err(conflict) = router.add_collection(&c.base_path, specs) {
+            self.fail(
+                format!("{at}.operations[{}].path", conflict.operation),
+                conflict.to_string(),
+            );
+        }
+    }
+
+    /// Checks one operation; returns its methods and template when they are usable for routing.
+    fn operation(&mut self, at: &str, op: &Operation) -> Option<(Vec<Method>, PathTemplate)> {
+        let mut methods = Vec::new();
+        if op.methods.is_empty() {
+            self.fail(format!("{at}.methods"), "at least one method is required");
+        }
+        for (k, m) in op.methods.iter().enumerate() {
+            let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+            match Method::from_bytes(m.as_bytes()) {
+                Ok(method) if valid && method != Method::CONNECT => {
+                    if methods.contains(&method) {
+                        self.fail(
+                            format!("{at}.methods[{k}]"),
+                            format!("'{m}' is listed twice"),
+                        );
+                    }
+                    methods.push(method);
+                }
+                Ok(_) | Err(_) => self.fail(
+                    format!("{at}.methods[{k}]"),
+                    format!(
+                        "'{m}' is not a method (use upper case, e.g. GET; CONNECT is not proxied)"
+                    ),
+                ),
+            }
+        }
+        let template = match PathTemplate::parse(&op.path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.fail(format!("{at}.path"), format!("'{}': {e}", op.path));
+                None
+            }
+        };
+        if let (Some(target), Some(template)) = (&op.target_path, &template) {
+            match PathTemplate::parse(target) {
+                Err(e) => self.fail(format!("{at}.target_path"), format!("'{target}': {e}")),
+                Ok(t) => {
+                    for p in t.params() {
+                        if !template.params().any(|q| q == p) {
+                            self.fail(
+                                format!("{at}.target_path"),
+                                format!("parameter '{p}' does not appear in path '{}'", op.path),
+                            );
+                        }
+                    }
+                    if t.has_wildcard() && !template.has_wildcard() {
+                        self.fail(
+                            format!("{at}.target_path"),
+                            format!("'{target}' ends in '/*' but path '{}' does not", op.path),
+                        );
+                    }
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        for (k, p) in op.parameters.iter().enumerate() {
+            let path = format!("{at}.parameters[{k}]");
+            if p.name.is_empty() {
+                self.fail(format!("{path}.name"), "a parameter needs a name");
+            }
+            if !seen.insert((p.name.as_str(), p.location)) {
+                self.fail(
+                    format!("{path}.name"),
+                    format!("parameter '{}' is declared twice", p.name),
+                );
+            }
+            if p.location == crate::model::ParameterLocation::Path {
+                if let Some(t) = &template {
+                    if !t.params().any(|q| q == p.name) {
+                        self.fail(
+                            format!("{path}.name"),
+                            format!(
+                                "path parameter '{}' does not appear in path '{}'",
+                                p.name, op.path
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        for (field, schema) in [
+            ("request_schema", &op.request_schema),
+            ("response_schema", &op.response_schema),
+        ] {
+            if let Some(s) = schema {
+                if !(s.is_object() || s.is_boolean()) {
+                    self.fail(
+                        format!("{at}.{field}"),
+                        "a JSON Schema is an object or a boolean",
+                    );
+                }
+            }
+        }
+        for (k, scope) in op.scopes.iter().enumerate() {
+            self.scope(&format!("{at}.scopes[{k}]"), scope);
+        }
+        if let Some(name) = op.mcp.as_ref().and_then(|m| m.tool_name.as_deref()) {
+            let ok = (1..=128).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !ok {
+                self.fail(
+                    format!("{at}.mcp.tool_name"),
+                    format!("'{name}': use 1-128 letters, digits, '_', '-' or '.'"),
+                );
+            }
+        }
+        Some((methods, template?)).filter(|(m, _)| !m.is_empty())
+    }
+
+    fn scope(&mut self, path: &str, scope: &str) {
+        // RFC 6749 scope-token: printable ASCII except space, '"' and '\'.
+        let ok = !scope.is_empty()
+            && scope
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+        if !ok {
+            self.fail(path, format!("'{scope}' is not a valid scope token"));
+        }
+    }
+
+    fn client(
+        &mut self,
+        at: &str,
+        client: &Client,
+        config: &Config,
+        credential_ids: &mut HashSet<String>,
+    ) {
+        let mut profile_ids = HashSet::new();
+        for (k, p) in client.profiles.iter().enumerate() {
+            let at = format!("{at}.profiles[{k}]");
+            self.id(&format!("{at}.id"), p.id.as_str());
+            if !profile_ids.insert(p.id.as_str()) {
+                self.fail(
+                    format!("{at}.id"),
+                    format!("duplicate profile id '{}' in client '{}'", p.id, client.id),
+                );
+            }
+            self.profile(&at, p, config, credential_ids);
+        }
+    }
+
+    fn profile(
+        &mut self,
+        at: &str,
+        p: &Profile,
+        config: &Config,
+        credential_ids: &mut HashSet<String>,
+    ) {
+        self.id(&format!("{at}.environment"), p.environment.as_str());
+        for (k, granted) in p.collections.iter().enumerate() {
+            let path = format!("{at}.collections[{k}]");
+            match config.collections.iter().find(|c| &c.id == granted) {
+                None => self.fail(path, format!("unknown collection '{granted}'")),
+                Some(c) if !c.upstreams.contains_key(&p.environment) => self.fail(
+                    path,
+                    format!(
+                        "collection '{granted}' has no upstream for environment '{}'",
+                        p.environment
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        for (k, scope) in p.scopes.iter().enumerate() {
+            self.scope(&format!("{at}.scopes[{k}]"), scope);
+        }
+        for (k, entry) in p.ip_allowlist.iter().enumerate() {
+            if entry.parse::<ipnet::IpNet>().is_err() && entry.parse::<std::net::IpAddr>().is_err()
+            {
+                self.fail(
+                    format!("{at}.ip_allowlist[{k}]"),
+                    format!("'{entry}' is neither an IP address nor a CIDR block"),
+                );
+            }
+        }
+        for (k, cred) in p.credentials.iter().enumerate() {
+            let path = format!("{at}.credentials[{k}]");
+            self.id(&format!("{path}.id"), cred.id.as_str());
+            if !credential_ids.insert(cred.id.0.clone()) {
+                self.fail(
+                    format!("{path}.id"),
+                    format!("duplicate credential id '{}'", cred.id),
+                );
+            }
+            self.credential(&path, cred);
+        }
+    }
+
+    fn credential(&mut self, at: &str, cred: &Credential) {
+        let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        match &cred.kind {
+            CredentialKind::ApiToken { token_hash } => {
+                if !hex64(token_hash) {
+                    self.fail(
+                        format!("{at}.token_hash"),
+                        "expected 64 hex digits (HMAC-SHA-256)",
+                    );
+                }
+            }
+            CredentialKind::Oidc { issuer, claims } => {
+                if UpstreamTarget::parse(issuer).is_err() {
+                    self.fail(
+                        format!("{at}.issuer"),
+                        format!("'{issuer}' is not an http(s) URL"),
+                    );
+                }
+                if claims.is_empty() {
+                    self.fail(
+                        format!("{at}.claims"),
+                        "bind the token with at least one claim (e.g. azp or sub)",
+                    );
+                }
+            }
+            CredentialKind::Mtls {
+                fingerprint_sha256,
+                ca_pem,
+            } => match (fingerprint_sha256, ca_pem) {
+                (Some(fp), None) => {
+                    if !hex64(&fp.replace(':', "")) {
+                        self.fail(format!("{at}.fingerprint_sha256"), "expected 64 hex digits");
+                    }
+                }
+                (None, Some(pem)) => {
+                    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                        self.fail(format!("{at}.ca_pem"), "expected a PEM certificate");
+                    }
+                }
+                (Some(_), Some(_)) | (None, None) => {
+                    self.fail(at, "give exactly one of fingerprint_sha256 and ca_pem")
+                }
+            },
+            CredentialKind::SignedJwt {
+                public_key_pem,
+                secret_env,
+            } => match (public_key_pem, secret_env) {
+                (Some(pem), None) => {
+                    if !pem.contains("-----BEGIN PUBLIC KEY-----") {
+                        self.fail(format!("{at}.public_key_pem"), "expected a PEM public key");
+                    }
+                }
+                (None, Some(var)) => {
+                    if env_ref::check(&format!("${{{var}}}")).is_err() {
+                        self.fail(
+                            format!("{at}.secret_env"),
+                            format!("'{var}' is not a variable name"),
+                        );
+                    }
+                }
+                (Some(_), Some(_)) | (None, None) => {
+                    self.fail(at, "give exactly one of public_key_pem and secret_env")
+                }
+            },
+        }
+    }
+}

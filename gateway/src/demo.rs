@@ -1,0 +1,135 @@
+//! The built-in demo: a small upstream service on a loopback port and a demo collection that
+//! routes to it, so `portcullis serve --demo` answers `curl` at once with nothing else running.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::config::{self, Format};
+use crate::model::Config;
+
+/// Starts the demo upstream on an ephemeral loopback port; it runs until the process exits.
+pub async fn start_upstream() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service_fn(answer))
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The demo upstream. Each environment has its own path prefix, and every answer says which
+/// environment served it, so environment routing is visible.
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let (environment, rest) = match path.strip_prefix("/sandbox") {
+        Some(rest) => ("sandbox", rest.to_owned()),
+        None => match path.strip_prefix("/production") {
+            Some(rest) => ("production", rest.to_owned()),
+            None => ("unknown", path.clone()),
+        },
+    };
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+    let (status, body) = match (&method, segments.as_slice()) {
+        (&Method::GET, ["hello"]) => (
+            StatusCode::OK,
+            serde_json::json!({"message": "Hello from the Portcullis demo upstream", "environment": environment}),
+        ),
+        (&Method::GET, ["orders", id]) => (
+            StatusCode::OK,
+            serde_json::json!({"id": id, "status": "shipped", "items": 2, "environment": environment}),
+        ),
+        (&Method::POST, ["orders"]) => {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let order: serde_json::Value =
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            (
+                StatusCode::CREATED,
+                serde_json::json!({"id": "ord_1001", "order": order, "environment": environment}),
+            )
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"upstream_error": "no such demo resource", "path": path}),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// The demo configuration for an upstream at `addr`.
+pub fn config(addr: SocketAddr) -> Config {
+    let text = format!(
+        r#"
+collections:
+  - id: demo
+    base_path: /demo
+    description: Demo orders API served by the built-in demo upstream
+    version: "1"
+    upstreams:
+      sandbox: http://{addr}/sandbox
+      production: http://{addr}/production
+    operations:
+      - id: hello
+        methods: [GET]
+        path: /hello
+        summary: Say hello
+      - id: get-order
+        methods: [GET]
+        path: /orders/{{id}}
+        summary: Fetch an order
+        parameters:
+          - {{ name: id, in: path, type: string, required: true }}
+      - id: create-order
+        methods: [POST]
+        path: /orders
+        summary: Create an order
+        request_schema:
+          type: object
+          properties:
+            item: {{ type: string }}
+"#
+    );
+    config::parse(&text, Format::Yaml).expect("the demo configuration is valid")
+}
+
+/// The lines printed on start: where to send requests and what to try.
+pub fn banner(gateway: &str, admin: &str) -> String {
+    format!(
+        "Try the demo:\n\
+         \x20 curl -i {gateway}/demo/hello\n\
+         \x20 curl -i {gateway}/demo/orders/42\n\
+         \x20 curl -i -X POST {gateway}/demo/orders -H 'content-type: application/json' -d '{{\"item\":\"book\"}}'\n\
+         \x20 curl -i {gateway}/demo/nowhere            # 404 route_not_found\n\
+         \x20 curl -i -X DELETE {gateway}/demo/hello    # 405 method_not_allowed\n\
+         \x20 curl -s {admin}/readyz\n"
+    )
+}

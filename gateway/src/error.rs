@@ -1,0 +1,151 @@
+//! The error catalogue: every reason the gateway refuses or fails a request, with its stable
+//! code, HTTP status and JSON body. Codes are API: never rename one. docs/errors.md lists them
+//! all (a test keeps the two in step).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::body::Body;
+
+/// A stable reason code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed: an unsafe or undecodable path, an unreadable body.
+    BadRequest,
+    /// No published operation matches the path (or the collection has no upstream for the
+    /// caller's environment). Says nothing about what does exist.
+    RouteNotFound,
+    /// The path matches an operation, but not with this method. Carries `Allow`.
+    MethodNotAllowed,
+    /// The request body exceeds the configured limit.
+    PayloadTooLarge,
+    /// The request head (path and headers) exceeds the configured limit.
+    HeadersTooLarge,
+    /// The gateway could not connect to the upstream.
+    UpstreamUnreachable,
+    /// The upstream did not answer within the configured time.
+    UpstreamTimeout,
+    /// The upstream connection failed after it was established (reset, malformed response).
+    UpstreamError,
+    /// The collection's upstream settings cannot be used on this node (e.g. a header refers to
+    /// an environment variable that is not set).
+    UpstreamMisconfigured,
+    /// An unexpected fault inside the gateway.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in catalogue order.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::BadRequest,
+        ErrorCode::RouteNotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::UpstreamUnreachable,
+        ErrorCode::UpstreamTimeout,
+        ErrorCode::UpstreamError,
+        ErrorCode::UpstreamMisconfigured,
+        ErrorCode::Internal,
+    ];
+
+    /// The code as it appears in bodies, logs and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::UpstreamUnreachable => "upstream_unreachable",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::UpstreamError => "upstream_error",
+            ErrorCode::UpstreamMisconfigured => "upstream_misconfigured",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+
+    /// The HTTP status the code is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::RouteNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamMisconfigured => StatusCode::BAD_GATEWAY,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A refusal or failure, ready to be answered.
+#[derive(Debug)]
+pub struct GatewayError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    /// For `method_not_allowed`: the methods the path accepts.
+    pub allow: Option<HeaderValue>,
+}
+
+impl GatewayError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    /// The response for this error: the catalogue's status and the one JSON body shape,
+    /// `{"error":{"code","message","request_id"}}`.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let body = serde_json::json!({
+            "error": {
+                "code": self.code.as_str(),
+                "message": self.message,
+                "request_id": request_id,
+            }
+        });
+        let mut response = Response::new(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *response.status_mut() = self.code.status();
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(allow) = self.allow {
+            response.headers_mut().insert(ALLOW, allow);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_documented() {
+        let doc = include_str!("../../docs/errors.md");
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(
+                seen.insert(code.as_str()),
+                "duplicate code {}",
+                code.as_str()
+            );
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(doc.contains(&row), "docs/errors.md lacks the row {row}");
+        }
+    }
+}

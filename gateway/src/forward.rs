@@ -1,0 +1,345 @@
+//! Forwarding: builds the upstream request from the routed operation (target path with
+//! parameters substituted and encoded, query kept, hop-by-hop headers removed, `X-Forwarded-*`
+//! and `X-Request-ID` set, collection headers added) and sends it over pooled keep-alive
+//! connections with connect and response timeouts. Bodies stream in both directions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{Body, InboundBodyError};
+use crate::error::{ErrorCode, GatewayError};
+
+/// `X-Request-ID`, the correlation header the gateway keeps or generates and returns.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1); never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether the gateway owns this header, so configuration may not set it upstream.
+pub fn is_reserved_header(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+        || *name == header::HOST
+        || *name == header::CONTENT_LENGTH
+        || *name == X_REQUEST_ID
+        || *name == X_FORWARDED_FOR
+        || *name == X_FORWARDED_PROTO
+        || *name == X_FORWARDED_HOST
+}
+
+/// An upstream base URL: scheme, authority and an optional path prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    scheme: Scheme,
+    authority: Authority,
+    /// Prefix for every target path, without a trailing `/` (empty for the root).
+    path_prefix: String,
+}
+
+impl UpstreamTarget {
+    /// Parses `http(s)://host[:port][/prefix]`. Credentials in the URL are refused: they would
+    /// leak into exports; put them in a header that references an environment variable.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("'{url}' is not a valid URL: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .filter(|s| **s == Scheme::HTTP || **s == Scheme::HTTPS)
+            .ok_or_else(|| format!("'{url}' must start with http:// or https://"))?
+            .clone();
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("'{url}' has no host"))?
+            .clone();
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "'{url}' contains credentials; use a header with an ${{ENV}} reference"
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(format!("'{url}' must not have a query"));
+        }
+        let path_prefix = uri.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            scheme,
+            authority,
+            path_prefix,
+        })
+    }
+
+    /// The full upstream URI for a target path (starting with `/`) and the caller's query.
+    fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let mut pq = String::with_capacity(self.path_prefix.len() + path.len() + 64);
+        pq.push_str(&self.path_prefix);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(PathAndQuery::try_from(pq)?)
+            .build()
+    }
+
+    fn host_header(&self) -> HeaderValue {
+        HeaderValue::from_str(self.authority.as_str()).expect("an authority is a valid header")
+    }
+}
+
+/// Node-wide upstream connection settings.
+#[derive(Clone, Debug)]
+pub struct ForwardSettings {
+    pub connect_timeout: Duration,
+    /// Default time allowed for response headers; a collection may override it.
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Extra PEM CA certificates trusted for https upstreams (besides the public web roots).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// What the caller's connection tells about the request.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// The pooled upstream client.
+pub struct Forwarder {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    response_timeout: Duration,
+}
+
+/// Everything `Forwarder::send` needs to know about one call.
+pub struct Outbound<'a> {
+    pub target: &'a UpstreamTarget,
+    /// Target path, already expanded and encoded.
+    pub path: String,
+    pub headers: &'a [(HeaderName, HeaderValue)],
+    pub timeout: Option<Duration>,
+    pub request_id: &'a HeaderValue,
+    pub peer: Peer,
+}
+
+impl Forwarder {
+    pub fn new(settings: &ForwardSettings) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in &settings.extra_roots {
+            // A certificate the store cannot use is skipped, as other TLS clients do.
+            let _ = roots.add(cert.clone());
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+            .build(connector);
+        Self {
+            client,
+            response_timeout: settings.response_timeout,
+        }
+    }
+
+    /// Sends the caller's request upstream and returns the upstream's response, streaming.
+    pub async fn send(
+        &self,
+        out: Outbound<'_>,
+        parts: http::request::Parts,
+        body: Body,
+    ) -> Result<Response<Body>, GatewayError> {
+        let uri = out.target.uri(&out.path, parts.uri.query()).map_err(|e| {
+            GatewayError::new(
+                ErrorCode::BadRequest,
+                format!("cannot build the upstream URL: {e}"),
+            )
+        })?;
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        set_forwarded(&mut headers, parts.uri.authority(), &out);
+        headers.insert(X_REQUEST_ID.clone(), out.request_id.clone());
+        headers.insert(header::HOST, out.target.host_header());
+        for (name, value) in out.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers;
+
+        let timeout = out.timeout.unwrap_or(self.response_timeout);
+        let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Err(_) => {
+                return Err(GatewayError::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!(
+                        "the upstream did not answer within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(response)) => response,
+        };
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
+                .boxed(),
+        ))
+    }
+}
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends the caller's address to `X-Forwarded-For` and sets `X-Forwarded-Proto`/`-Host` to
+/// what this gateway saw.
+fn set_forwarded(headers: &mut HeaderMap, authority: Option<&Authority>, out: &Outbound<'_>) {
+    let client_ip = out.peer.addr.ip().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
+        Some(_) | None => client_ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    let proto = if out.peer.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    // The caller's Host (HTTP/1.1) or :authority (HTTP/2).
+    let host = headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    match host {
+        Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+}
+
+/// Who caused a failed upstream call: the caller's body, the connection, or the upstream.
+fn classify(err: &hyper_util::client::legacy::Error) -> GatewayError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(inbound) = e.downcast_ref::<InboundBodyError>() {
+            return match inbound {
+                InboundBodyError::TooLarge { .. } => {
+                    GatewayError::new(ErrorCode::PayloadTooLarge, inbound.to_string())
+                }
+                InboundBodyError::Read(_) => {
+                    GatewayError::new(ErrorCode::BadRequest, "the request body could not be read")
+                }
+            };
+        }
+        source = e.source();
+    }
+    if err.is_connect() {
+        GatewayError::new(
+            ErrorCode::UpstreamUnreachable,
+            "the upstream could not be reached",
+        )
+    } else {
+        GatewayError::new(ErrorCode::UpstreamError, "the upstream connection failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        let t = UpstreamTarget::parse("https://pay.internal:8443/v2/").unwrap();
+        assert_eq!(
+            t.uri("/charges/1", Some("a=1")).unwrap().to_string(),
+            "https://pay.internal:8443/v2/charges/1?a=1"
+        );
+        let root = UpstreamTarget::parse("http://10.0.0.1").unwrap();
+        assert_eq!(
+            root.uri("/x", None).unwrap().to_string(),
+            "http://10.0.0.1/x"
+        );
+        for bad in [
+            "ftp://x",
+            "/relative",
+            "http://user:pw@host",
+            "http://h/?q=1",
+            "nonsense url",
+        ] {
+            assert!(UpstreamTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connection_listed_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+}

@@ -1,0 +1,340 @@
+//! The configuration's domain objects — collections, operations, clients, profiles and
+//! credentials — as typed values. They are what `apply` reads, the store keeps and `export`
+//! writes; `config::validate` checks them and `snapshot` compiles them for the data plane.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            /// The identifier as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies a collection (an API product), e.g. `payments`.
+    CollectionId
+);
+id_type!(
+    /// Identifies an operation within its collection, e.g. `get-charge`.
+    OperationId
+);
+id_type!(
+    /// Identifies a client (a consumer: app, partner service, agent).
+    ClientId
+);
+id_type!(
+    /// Identifies a profile within its client.
+    ProfileId
+);
+id_type!(
+    /// Identifies a credential; appears in audit records, never the secret itself.
+    CredentialId
+);
+id_type!(
+    /// An environment name such as `sandbox` or `production`.
+    Environment
+);
+
+/// The whole declarative configuration: what `apply` reads and `export` writes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<Collection>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<Client>,
+}
+
+/// Lifecycle state of a collection or operation. Only published objects are routed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Draft,
+    #[default]
+    Published,
+}
+
+impl Status {
+    fn is_published(&self) -> bool {
+        *self == Status::Published
+    }
+}
+
+/// An API product: a base path, its upstream per environment and its operations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collection {
+    pub id: CollectionId,
+    /// Path prefix on the gateway, e.g. `/payments`. Unique across collections.
+    pub base_path: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default = "default_version")]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Status::is_published")]
+    pub status: Status,
+    /// Upstream base URL per environment, e.g. `sandbox: https://payments-sbx.internal/v1`.
+    pub upstreams: BTreeMap<Environment, String>,
+    /// Headers added to every upstream request. Values may reference environment variables of
+    /// the gateway process as `${NAME}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Time allowed for the upstream to answer with response headers; the node default if unset.
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub upstream_timeout: Option<std::time::Duration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<Operation>,
+}
+
+fn default_version() -> String {
+    "1".to_owned()
+}
+
+/// One endpoint inside a collection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    pub id: OperationId,
+    /// HTTP methods, upper case (`GET`, `POST`, …).
+    pub methods: Vec<String>,
+    /// Path template relative to the collection's base path: literal segments, whole-segment
+    /// parameters `{name}`, and an optional trailing wildcard `/*`.
+    pub path: String,
+    /// Path sent upstream (relative to the upstream URL), with the same parameters and wildcard;
+    /// defaults to `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_path: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<Parameter>,
+    /// JSON Schema of the request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_schema: Option<serde_json::Value>,
+    /// JSON Schema of a successful response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_schema: Option<serde_json::Value>,
+    /// Scopes a caller must hold to call this operation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Status::is_published")]
+    pub status: Status,
+    /// Exposure to agents through the Gateway MCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpExposure>,
+}
+
+/// A typed request parameter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameter {
+    pub name: String,
+    #[serde(rename = "in")]
+    pub location: ParameterLocation,
+    #[serde(rename = "type", default)]
+    pub kind: ParameterType,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// Where a parameter travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParameterLocation {
+    Path,
+    Query,
+    Header,
+}
+
+/// The JSON type of a parameter's value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParameterType {
+    #[default]
+    String,
+    Integer,
+    Number,
+    Boolean,
+}
+
+/// How an operation appears as an MCP tool.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpExposure {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world: Option<bool>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A consumer of the APIs: an app, a partner service, an internal service or an AI agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Client {
+    pub id: ClientId,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Partner or organisation label, e.g. `acme`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub partner: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub contact: String,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<Profile>,
+}
+
+/// A client's access contract for one environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub id: ProfileId,
+    pub environment: Environment,
+    /// Collections this profile may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<CollectionId>,
+    /// Scopes this profile holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Name of the quota policy (defined in the limiter) that applies to this profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_policy: Option<String>,
+    /// Source addresses allowed to use this profile: addresses or CIDR blocks. Empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_allowlist: Vec<String>,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub active: bool,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<Credential>,
+}
+
+/// Proof that a caller is a profile. (Unknown fields are refused by `CredentialKind`, which
+/// receives every field not named here.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Credential {
+    pub id: CredentialId,
+    #[serde(flatten)]
+    pub kind: CredentialKind,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// The kinds of credential. Secrets are never stored: API tokens are kept as a keyed hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CredentialKind {
+    /// An opaque API token, stored as the hex HMAC-SHA-256 of the token under the server secret.
+    ApiToken { token_hash: String },
+    /// An access token from an external OIDC provider, bound by issuer and claims.
+    Oidc {
+        issuer: String,
+        /// Claims that must be present with these values, e.g. `azp: acme-app`.
+        claims: BTreeMap<String, String>,
+    },
+    /// A client certificate, pinned by SHA-256 fingerprint (hex) or chained to a CA (PEM).
+    Mtls {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint_sha256: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_pem: Option<String>,
+    },
+    /// A short-lived assertion signed by the client with its own key (PEM public key) or a shared
+    /// secret read from an environment variable of the gateway process.
+    SignedJwt {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        public_key_pem: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret_env: Option<String>,
+    },
+}
+
+/// Serde support for optional durations written as `5s`, `250ms`, `1m`.
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

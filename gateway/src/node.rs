@@ -1,0 +1,244 @@
+//! A gateway node: opens the store, compiles the first snapshot, starts the gateway and admin
+//! listeners, follows configuration changes, and shuts down gracefully on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, Health};
+use crate::demo;
+use crate::forward::{ForwardSettings, Forwarder};
+use crate::model::Environment;
+use crate::pipeline::{self, Gateway, PipelineSettings};
+use crate::plan::{self, ApplyOptions};
+use crate::server::{self, ConnectionLimits};
+use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::store::{Store, StoreLocation, assemble};
+
+/// Settings of one node (command-line flags, each also readable from the environment).
+#[derive(Clone, Debug, clap::Args)]
+pub struct NodeSettings {
+    /// Address of the gateway listener (API traffic).
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of the admin listener (health, readiness). Keep it off public networks.
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub admin_listen: SocketAddr,
+    /// PEM certificate chain for TLS on the gateway listener (with --tls-key).
+    #[arg(long, env = "PORTCULLIS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the gateway listener.
+    #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Environment whose upstreams requests are sent to.
+    #[arg(
+        long,
+        env = "PORTCULLIS_DEFAULT_ENVIRONMENT",
+        default_value = "sandbox"
+    )]
+    pub default_environment: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "PORTCULLIS_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest request line plus headers accepted, in bytes.
+    #[arg(long, env = "PORTCULLIS_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// Time allowed to connect to an upstream.
+    #[arg(long, env = "PORTCULLIS_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
+    /// Time allowed for an upstream's response headers (a collection may override it).
+    #[arg(long, env = "PORTCULLIS_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Extra PEM CA bundle trusted for https upstreams.
+    #[arg(long, env = "PORTCULLIS_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// How often the store is checked for a new configuration version.
+    #[arg(long, env = "PORTCULLIS_CONFIG_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub config_poll_interval: Duration,
+    /// Time in-flight requests get to finish on shutdown.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Start the built-in demo upstream and (re)apply the demo collection.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// Runs a node until it is asked to stop.
+pub async fn run(settings: NodeSettings, location: StoreLocation) -> anyhow::Result<()> {
+    let store = Store::open(&location)
+        .await
+        .with_context(|| format!("cannot open the configuration store {}", location.display()))?;
+
+    if settings.demo {
+        let upstream = demo::start_upstream()
+            .await
+            .context("cannot start the demo upstream")?;
+        plan::apply(&store, &demo::config(upstream), ApplyOptions::default())
+            .await
+            .context("cannot apply the demo configuration")?;
+    }
+
+    let (version, records) = store.load().await?;
+    let snapshot = Snapshot::compile(version, &assemble(&records)?)
+        .context("the stored configuration cannot be compiled; refusing to serve it")?;
+
+    let mut extra_roots = Vec::new();
+    if let Some(path) = &settings.upstream_ca_file {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        extra_roots = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("cannot read the upstream CA file {}", path.display()))?;
+    }
+    let gateway = Arc::new(Gateway {
+        snapshot: SnapshotCell::new(snapshot),
+        forwarder: Forwarder::new(&ForwardSettings {
+            connect_timeout: settings.upstream_connect_timeout,
+            response_timeout: settings.upstream_timeout,
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 512,
+            extra_roots,
+        }),
+        settings: PipelineSettings {
+            default_environment: Environment(settings.default_environment.clone()),
+            max_body_bytes: settings.max_body_bytes,
+            max_header_bytes: settings.max_header_bytes,
+        },
+    });
+    let health = Arc::new(Health::default());
+
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => bail!("--tls-cert and --tls-key go together"),
+    };
+    let gateway_listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let admin_listener = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.admin_listen))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let gateway_url = format!("{scheme}://{}", gateway_listener.local_addr()?);
+    let admin_url = format!("http://{}", admin_listener.local_addr()?);
+
+    let limits = ConnectionLimits {
+        max_head_bytes: settings.max_header_bytes.saturating_mul(2).max(64 * 1024),
+        header_read_timeout: Duration::from_secs(30),
+        tls_handshake_timeout: Duration::from_secs(10),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gw = gateway.clone();
+    let data_plane = tokio::spawn(server::serve(
+        gateway_listener,
+        tls,
+        limits,
+        move |peer, req| {
+            let gw = gw.clone();
+            async move { pipeline::handle(&gw, peer, req).await }
+        },
+        stop_rx.clone(),
+        settings.shutdown_grace,
+    ));
+    let (gw, h) = (gateway.clone(), health.clone());
+    let admin_plane = tokio::spawn(server::serve(
+        admin_listener,
+        None,
+        limits,
+        move |_peer, req| admin::handle(gw.clone(), h.clone(), req),
+        stop_rx.clone(),
+        settings.shutdown_grace,
+    ));
+    let follower = tokio::spawn(follow_changes(
+        store.clone(),
+        gateway.clone(),
+        health.clone(),
+        settings.config_poll_interval,
+        stop_rx,
+    ));
+
+    println!(
+        "Portcullis {} is running (configuration version {version}, store {})",
+        env!("CARGO_PKG_VERSION"),
+        location.display()
+    );
+    println!("  gateway: {gateway_url}");
+    println!("  admin:   {admin_url}");
+    if settings.demo {
+        print!("{}", demo::banner(&gateway_url, &admin_url));
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: refusing new connections, finishing in-flight requests");
+    health.set_shutting_down();
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(data_plane, admin_plane, follower);
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Polls the store's version and swaps in a new snapshot when it moves. On any failure the
+/// node keeps serving its last good snapshot and reports not-ready until the store answers.
+async fn follow_changes(
+    store: Store,
+    gateway: Arc<Gateway>,
+    health: Arc<Health>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = crate::server::stopped(&mut stop) => return,
+        }
+        let current = gateway.snapshot.current().version;
+        match reload_if_changed(&store, current).await {
+            Ok(Some(snapshot)) => {
+                tracing::info!(version = snapshot.version, "configuration version active");
+                gateway.snapshot.replace(snapshot);
+                health.set_store_reachable(true);
+            }
+            Ok(None) => health.set_store_reachable(true),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot refresh the configuration; keeping the last good snapshot");
+                health.set_store_reachable(false);
+            }
+        }
+    }
+}
+
+async fn reload_if_changed(store: &Store, current: u64) -> anyhow::Result<Option<Snapshot>> {
+    if store.version().await? == current {
+        return Ok(None);
+    }
+    let (version, records) = store.load().await?;
+    Ok(Some(Snapshot::compile(version, &assemble(&records)?)?))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("can install a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,206 @@
+//! The request pipeline: the one ordered path every data-plane request takes. Each stage either
+//! continues or refuses with a code from the error catalogue. REST requests enter through
+//! [`handle`]; later channels (MCP `tools/call`) build a request and call the same function.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::{Request, Response};
+
+use crate::body::{self, Body, BoxError};
+use crate::error::{ErrorCode, GatewayError};
+use crate::forward::{Forwarder, Outbound, Peer, X_REQUEST_ID};
+use crate::model::Environment;
+use crate::route::Lookup;
+use crate::route::normalize::normalize;
+use crate::snapshot::SnapshotCell;
+
+/// Limits and defaults the pipeline applies to every request.
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    /// Environment whose upstream is used. (Replaced by the caller's profile once identity
+    /// establishes one.)
+    pub default_environment: Environment,
+    pub max_body_bytes: usize,
+    /// Limit on the request line and headers together.
+    pub max_header_bytes: usize,
+}
+
+/// The data plane's shared state.
+pub struct Gateway {
+    pub snapshot: SnapshotCell,
+    pub forwarder: Forwarder,
+    pub settings: PipelineSettings,
+}
+
+/// Runs one request through the pipeline and returns the response to send. Never fails: a
+/// refusal is a response with the catalogue's status and body. The response always carries
+/// `X-Request-ID`.
+pub async fn handle<B>(gw: &Gateway, peer: Peer, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let started = Instant::now();
+    let request_id = request_id(&req);
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_owned();
+    let (mut response, code) = match run(gw, peer, &request_id, req).await {
+        Ok(response) => (response, None),
+        Err(e) => {
+            let code = e.code;
+            (
+                e.into_response(request_id.to_str().unwrap_or_default()),
+                Some(code),
+            )
+        }
+    };
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    tracing::info!(
+        target: "portcullis::access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        %method,
+        path = %raw_path,
+        status = response.status().as_u16(),
+        code = code.map(ErrorCode::as_str),
+        client = %peer.addr,
+        elapsed_us = started.elapsed().as_micros() as u64,
+    );
+    response
+}
+
+/// The stages, in order. The order is the design: nothing is read from the body or sent
+/// upstream before the request is known to be well-formed and routed (and, as those stages
+/// arrive, authenticated, authorized and within its limits).
+async fn run<B>(
+    gw: &Gateway,
+    peer: Peer,
+    request_id: &HeaderValue,
+    req: Request<B>,
+) -> Result<Response<Body>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    // One snapshot for the whole request, whatever changes meanwhile.
+    let snapshot = gw.snapshot.current();
+
+    // 1. Bound the request head before looking at it closely.
+    check_head_size(&req, gw.settings.max_header_bytes)?;
+
+    // 2. Canonical path: decode once, refuse traversal and encoding tricks.
+    let path = normalize(req.uri().path())
+        .map_err(|e| GatewayError::new(ErrorCode::BadRequest, e.to_string()))?;
+
+    // 3. Route: collection by longest base path, operation by method and template.
+    let route = match snapshot.router.lookup(req.method(), &path) {
+        Lookup::Found(route) => route,
+        Lookup::MethodNotAllowed { allow } => {
+            let list = allow
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut e = GatewayError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{} is not allowed here; allowed: {list}", req.method()),
+            );
+            e.allow = HeaderValue::from_str(&list).ok();
+            return Err(e);
+        }
+        Lookup::NotFound => return Err(route_not_found()),
+    };
+    let collection = &snapshot.collections[route.collection];
+    let operation = &collection.operations[route.operation];
+
+    // 4. The environment decides the upstream; a collection not offered there is not found.
+    let environment = &gw.settings.default_environment;
+    let target = collection
+        .upstreams
+        .get(environment)
+        .ok_or_else(route_not_found)?;
+    let upstream_headers = collection.headers.as_ref().map_err(|reason| {
+        tracing::error!(collection = %collection.id, %reason, "collection cannot be forwarded");
+        GatewayError::new(
+            ErrorCode::UpstreamMisconfigured,
+            "the upstream for this operation is misconfigured on this gateway",
+        )
+    })?;
+
+    // 5. Refuse a declared body over the limit before reading any of it; an undeclared one is
+    //    cut off as it streams.
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > gw.settings.max_body_bytes as u64) {
+        return Err(GatewayError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the request body exceeds {} bytes",
+                gw.settings.max_body_bytes
+            ),
+        ));
+    }
+
+    // 6. Forward.
+    let target_path = operation
+        .target
+        .expand(|name| route.param(name), &route.rest());
+    let out = Outbound {
+        target,
+        path: target_path,
+        headers: upstream_headers,
+        timeout: collection.upstream_timeout,
+        request_id,
+        peer,
+    };
+    let (parts, body) = req.into_parts();
+    gw.forwarder
+        .send(
+            out,
+            parts,
+            body::limit_inbound(body, gw.settings.max_body_bytes),
+        )
+        .await
+}
+
+fn route_not_found() -> GatewayError {
+    GatewayError::new(ErrorCode::RouteNotFound, "no route matches this request")
+}
+
+fn check_head_size<B>(req: &Request<B>, limit: usize) -> Result<(), GatewayError> {
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let line = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    if line + headers > limit {
+        return Err(GatewayError::new(
+            ErrorCode::HeadersTooLarge,
+            format!("the request line and headers exceed {limit} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The caller's `X-Request-ID` if it is well-formed (1–128 visible characters from a safe set),
+/// otherwise a new one.
+fn request_id<B>(req: &Request<B>) -> HeaderValue {
+    let inbound = req.headers().get(&X_REQUEST_ID).filter(|v| {
+        let b = v.as_bytes();
+        (1..=128).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+    });
+    match inbound {
+        Some(v) => v.clone(),
+        None => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            .expect("a UUID is a valid header value"),
+    }
+}

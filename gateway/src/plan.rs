@@ -1,0 +1,211 @@
+//! Declarative apply: compare a configuration file with the store, show the difference as a
+//! plan, and commit it as one new configuration version. Applying the same file twice changes
+//! nothing the second time.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use similar::{ChangeTag, TextDiff};
+
+use crate::config::{self, FieldError};
+use crate::model::Config;
+use crate::store::{Change, Kind, Records, Store, StoreError, assemble, flatten};
+
+/// How the file's objects combine with those already stored.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyOptions {
+    /// Delete top-level objects (collections, clients) that the file does not mention. Without
+    /// it, unmentioned objects are kept. Either way, a mentioned object is replaced whole,
+    /// children included.
+    pub prune: bool,
+    /// Compute and return the plan without committing it.
+    pub dry_run: bool,
+}
+
+/// What an apply did (or, for a dry run, would do).
+#[derive(Debug)]
+pub struct Applied {
+    pub changes: Vec<Change>,
+    /// The version after the apply: unchanged when nothing changed or on a dry run.
+    pub version: u64,
+    pub committed: bool,
+}
+
+/// Why an apply was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "the result of merging the file with the stored configuration is invalid:\n{}",
+        .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
+    )]
+    Invalid(Vec<FieldError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Applies a (validated) configuration to the store.
+pub async fn apply(
+    store: &Store,
+    file: &Config,
+    options: ApplyOptions,
+) -> Result<Applied, ApplyError> {
+    let desired = flatten(file);
+    // Another writer may commit between our read and our write; the commit then fails with
+    // a conflict and the plan is recomputed against what is now stored.
+    let mut attempts = 0;
+    loop {
+        let (version, current) = store.load().await?;
+        let target = merge(&current, &desired, options.prune);
+        config::validate(&assemble(&target)?).map_err(ApplyError::Invalid)?;
+        let changes = diff(&current, &target);
+        if options.dry_run || changes.is_empty() {
+            return Ok(Applied {
+                changes,
+                version,
+                committed: false,
+            });
+        }
+        match store.commit(version, &changes).await {
+            Ok(version) => {
+                return Ok(Applied {
+                    changes,
+                    version,
+                    committed: true,
+                });
+            }
+            Err(StoreError::Conflict { .. }) if attempts < 5 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The records that should be stored after applying `desired` on top of `current`.
+fn merge(current: &Records, desired: &Records, prune: bool) -> Records {
+    let mentioned: HashSet<(Kind, &str)> = desired.keys().map(|k| k.root()).collect();
+    let kept = current
+        .iter()
+        .filter(|(k, _)| !prune && !mentioned.contains(&k.root()));
+    kept.chain(desired.iter())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The changes that turn `current` into `target`, in key order.
+fn diff(current: &Records, target: &Records) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (key, new) in target {
+        match current.get(key) {
+            None => changes.push(Change::Create {
+                key: key.clone(),
+                new: new.clone(),
+            }),
+            Some(old) if old != new => changes.push(Change::Update {
+                key: key.clone(),
+                old: old.clone(),
+                new: new.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (key, old) in current {
+        if !target.contains_key(key) {
+            changes.push(Change::Delete {
+                key: key.clone(),
+                old: old.clone(),
+            });
+        }
+    }
+    changes.sort_by(|a, b| a.key().cmp(b.key()));
+    changes
+}
+
+/// Renders changes as a readable diff: `+` created, `-` deleted, `~` updated with the changed
+/// lines of the object's YAML.
+pub fn render(changes: &[Change]) -> String {
+    let mut out = String::new();
+    let (mut created, mut updated, mut deleted) = (0, 0, 0);
+    for change in changes {
+        match change {
+            Change::Create { key, new } => {
+                created += 1;
+                let _ = writeln!(out, "+ {key}");
+                for line in yaml(new).lines() {
+                    let _ = writeln!(out, "    + {line}");
+                }
+            }
+            Change::Update { key, old, new } => {
+                updated += 1;
+                let _ = writeln!(out, "~ {key}");
+                let (old, new) = (yaml(old), yaml(new));
+                for line in TextDiff::from_lines(&old, &new).iter_all_changes() {
+                    let sign = match line.tag() {
+                        ChangeTag::Delete => '-',
+                        ChangeTag::Insert => '+',
+                        ChangeTag::Equal => ' ',
+                    };
+                    let _ = write!(out, "    {sign} {}", line.value());
+                    if line.missing_newline() {
+                        out.push('\n');
+                    }
+                }
+            }
+            Change::Delete { key, .. } => {
+                deleted += 1;
+                let _ = writeln!(out, "- {key}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Plan: {created} to create, {updated} to update, {deleted} to delete."
+    );
+    out
+}
+
+fn yaml(value: &serde_json::Value) -> String {
+    serde_saphyr::to_string(value).unwrap_or_else(|_| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RecordKey;
+    use serde_json::json;
+
+    fn key(kind: Kind, parent: &str, id: &str) -> RecordKey {
+        RecordKey {
+            kind,
+            parent: parent.into(),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn merge_replaces_mentioned_roots_whole_and_keeps_others_unless_pruning() {
+        let current: Records = [
+            (key(Kind::Collection, "", "a"), json!({"v": 1})),
+            (key(Kind::Operation, "a", "old-op"), json!({})),
+            (key(Kind::Collection, "", "b"), json!({"v": 1})),
+        ]
+        .into();
+        let desired: Records = [
+            (key(Kind::Collection, "", "a"), json!({"v": 2})),
+            (key(Kind::Operation, "a", "new-op"), json!({})),
+        ]
+        .into();
+        let changes = diff(&current, &merge(&current, &desired, false));
+        let summary: Vec<String> = changes.iter().map(|c| c.key().to_string()).collect();
+        assert_eq!(
+            summary,
+            ["collection a", "operation a/new-op", "operation a/old-op"]
+        );
+        assert!(matches!(changes[2], Change::Delete { .. }));
+        let pruned = diff(&current, &merge(&current, &desired, true));
+        assert!(
+            pruned
+                .iter()
+                .any(|c| matches!(c, Change::Delete { key, .. } if key.id == "b"))
+        );
+        assert!(diff(&current, &current).is_empty());
+    }
+}

@@ -1,0 +1,177 @@
+//! The compiled, immutable view of the configuration that the data plane reads. A request
+//! loads one `Snapshot` and keeps it to the end; a configuration change builds a new one and
+//! swaps it in atomically, so the request path never reads the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::Method;
+use http::header::{HeaderName, HeaderValue};
+
+use crate::config::env_ref;
+use crate::forward::UpstreamTarget;
+use crate::model::{CollectionId, Config, Environment, OperationId, Status};
+use crate::route::template::PathTemplate;
+use crate::route::{RouteConflict, RouteSpec, Router};
+
+/// Everything a request needs, compiled from one configuration version.
+pub struct Snapshot {
+    pub version: u64,
+    pub collections: Vec<CompiledCollection>,
+    pub router: Router,
+}
+
+/// A published collection, ready to forward to.
+pub struct CompiledCollection {
+    pub id: CollectionId,
+    pub version: String,
+    pub base_path: String,
+    pub upstreams: HashMap<Environment, UpstreamTarget>,
+    /// Headers added upstream, with `${VAR}` references resolved — or why they could not be.
+    pub headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
+    pub upstream_timeout: Option<Duration>,
+    pub operations: Vec<CompiledOperation>,
+}
+
+/// A published operation.
+pub struct CompiledOperation {
+    pub id: OperationId,
+    pub methods: Vec<Method>,
+    pub template: PathTemplate,
+    pub target: PathTemplate,
+}
+
+/// A stored configuration that cannot be compiled (it bypassed validation).
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("collection {collection}: {message}")]
+    Invalid {
+        collection: CollectionId,
+        message: String,
+    },
+    #[error("collection {collection}: {source}")]
+    Conflict {
+        collection: CollectionId,
+        source: RouteConflict,
+    },
+}
+
+impl Snapshot {
+    /// An empty snapshot: every request is `route_not_found`.
+    pub fn empty() -> Self {
+        Self {
+            version: 0,
+            collections: Vec::new(),
+            router: Router::default(),
+        }
+    }
+
+    /// Compiles a validated configuration. Only published collections and operations are
+    /// routed. Environment variables referenced by headers are read now, from this process.
+    pub fn compile(version: u64, config: &Config) -> Result<Self, CompileError> {
+        let mut collections = Vec::new();
+        let mut router = Router::default();
+        for c in config
+            .collections
+            .iter()
+            .filter(|c| c.status == Status::Published)
+        {
+            let invalid = |message: String| CompileError::Invalid {
+                collection: c.id.clone(),
+                message,
+            };
+            let mut upstreams = HashMap::new();
+            for (env, url) in &c.upstreams {
+                upstreams.insert(env.clone(), UpstreamTarget::parse(url).map_err(invalid)?);
+            }
+            let mut operations = Vec::new();
+            for op in c
+                .operations
+                .iter()
+                .filter(|o| o.status == Status::Published)
+            {
+                let template = PathTemplate::parse(&op.path).map_err(|e| invalid(e.to_string()))?;
+                let target = match &op.target_path {
+                    Some(t) => PathTemplate::parse(t).map_err(|e| invalid(e.to_string()))?,
+                    None => template.clone(),
+                };
+                let methods = op
+                    .methods
+                    .iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid(e.to_string()))?;
+                operations.push(CompiledOperation {
+                    id: op.id.clone(),
+                    methods,
+                    template,
+                    target,
+                });
+            }
+            router
+                .add_collection(
+                    &c.base_path,
+                    operations.iter().enumerate().map(|(i, op)| RouteSpec {
+                        operation: i,
+                        methods: &op.methods,
+                        template: &op.template,
+                    }),
+                )
+                .map_err(|source| CompileError::Conflict {
+                    collection: c.id.clone(),
+                    source,
+                })?;
+            collections.push(CompiledCollection {
+                id: c.id.clone(),
+                version: c.version.clone(),
+                base_path: c.base_path.clone(),
+                upstreams,
+                headers: resolve_headers(&c.headers),
+                upstream_timeout: c.upstream_timeout,
+                operations,
+            });
+        }
+        Ok(Self {
+            version,
+            collections,
+            router,
+        })
+    }
+}
+
+fn resolve_headers(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+            let value = env_ref::expand(value, |var| std::env::var(var).ok())
+                .map_err(|e| format!("header {name}: {e}"))?;
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| format!("header {name}: invalid value"))?;
+            value.set_sensitive(true);
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// The current snapshot, shared by every connection and swapped whole on change.
+pub struct SnapshotCell(ArcSwap<Snapshot>);
+
+impl SnapshotCell {
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self(ArcSwap::from_pointee(snapshot))
+    }
+
+    /// The snapshot a request should use from start to end.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+
+    pub fn replace(&self, snapshot: Snapshot) {
+        self.0.store(Arc::new(snapshot));
+    }
+}
