@@ -1,1 +1,1 @@
-//! Load-test harness (see benches/README.md). Micro-benchmarks live in `benches/benches/`.
+//! Shared code for the benchmarks in `benches/benches/` (the load-test harness will live here).

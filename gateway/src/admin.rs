@@ -4,14 +4,12 @@
 //! traffic here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
-use crate::body::Body;
+use crate::body::{Body, json_response};
 use crate::error::{ErrorCode, GatewayError};
 use crate::pipeline::Gateway;
 
@@ -20,6 +18,8 @@ use crate::pipeline::Gateway;
 pub struct Health {
     store_reachable: AtomicBool,
     shutting_down: AtomicBool,
+    /// The last stored configuration version that could not be compiled (0: none).
+    rejected_version: AtomicU64,
 }
 
 impl Default for Health {
@@ -27,6 +27,7 @@ impl Default for Health {
         Self {
             store_reachable: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),
+            rejected_version: AtomicU64::new(0),
         }
     }
 }
@@ -34,6 +35,10 @@ impl Default for Health {
 impl Health {
     pub fn set_store_reachable(&self, ok: bool) {
         self.store_reachable.store(ok, Ordering::Relaxed);
+    }
+
+    pub fn set_rejected_version(&self, version: u64) {
+        self.rejected_version.store(version, Ordering::Relaxed);
     }
 
     pub fn set_shutting_down(&self) {
@@ -45,9 +50,13 @@ impl Health {
 pub async fn handle<B>(gw: Arc<Gateway>, health: Arc<Health>, req: Request<B>) -> Response<Body> {
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match (req.uri().path(), get) {
-        ("/healthz", true) => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        ("/healthz", true) => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         ("/readyz", true) => {
             let version = gw.snapshot.current().version;
+            let rejected = match health.rejected_version.load(Ordering::Relaxed) {
+                0 => None,
+                v => Some(v),
+            };
             let reason = if health.shutting_down.load(Ordering::Relaxed) {
                 Some("shutting down")
             } else if !health.store_reachable.load(Ordering::Relaxed) {
@@ -55,15 +64,17 @@ pub async fn handle<B>(gw: Arc<Gateway>, health: Arc<Health>, req: Request<B>) -
             } else {
                 None
             };
+            let mut body = serde_json::json!({"status": "ready", "config_version": version});
+            if let Some(v) = rejected {
+                body["rejected_config_version"] = v.into();
+            }
             match reason {
-                None => json(
-                    StatusCode::OK,
-                    serde_json::json!({"status": "ready", "config_version": version}),
-                ),
-                Some(reason) => json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    serde_json::json!({"status": "not_ready", "reason": reason, "config_version": version}),
-                ),
+                None => json_response(StatusCode::OK, &body),
+                Some(reason) => {
+                    body["status"] = "not_ready".into();
+                    body["reason"] = reason.into();
+                    json_response(StatusCode::SERVICE_UNAVAILABLE, &body)
+                }
             }
         }
         ("/healthz" | "/readyz", false) => {
@@ -75,17 +86,4 @@ pub async fn handle<B>(gw: Arc<Gateway>, health: Arc<Health>, req: Request<B>) -
             GatewayError::new(ErrorCode::RouteNotFound, "no such admin endpoint").into_response("")
         }
     }
-}
-
-fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(value.to_string()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }

@@ -2,8 +2,10 @@
 //! the inbound request body with its size limit and errors that say who caused them.
 
 use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 
 /// Any error a body may produce.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -36,4 +38,18 @@ where
             }
         })
         .boxed()
+}
+
+/// A complete JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(value.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }

@@ -4,12 +4,10 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::header::{ALLOW, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
-use crate::body::Body;
+use crate::body::{Body, json_response};
 
 /// A stable reason code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,13 +32,11 @@ pub enum ErrorCode {
     /// The collection's upstream settings cannot be used on this node (e.g. a header refers to
     /// an environment variable that is not set).
     UpstreamMisconfigured,
-    /// An unexpected fault inside the gateway.
-    Internal,
 }
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadRequest,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -50,7 +46,6 @@ impl ErrorCode {
         ErrorCode::UpstreamTimeout,
         ErrorCode::UpstreamError,
         ErrorCode::UpstreamMisconfigured,
-        ErrorCode::Internal,
     ];
 
     /// The code as it appears in bodies, logs and records.
@@ -65,7 +60,6 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::UpstreamError => "upstream_error",
             ErrorCode::UpstreamMisconfigured => "upstream_misconfigured",
-            ErrorCode::Internal => "internal_error",
         }
     }
 
@@ -81,7 +75,6 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamMisconfigured => StatusCode::BAD_GATEWAY,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -114,15 +107,7 @@ impl GatewayError {
                 "request_id": request_id,
             }
         });
-        let mut response = Response::new(
-            Full::new(Bytes::from(body.to_string()))
-                .map_err(|never| match never {})
-                .boxed(),
-        );
-        *response.status_mut() = self.code.status();
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut response = json_response(self.code.status(), &body);
         if let Some(allow) = self.allow {
             response.headers_mut().insert(ALLOW, allow);
         }

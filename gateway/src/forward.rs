@@ -25,6 +25,20 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Headers a caller could use to claim another address or protocol. Kept only from trusted
+/// proxies.
+const CLIENT_CLAIMS: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Headers some upstream frameworks treat as the real request path; a caller could use them to
+/// reach an operation the gateway did not route to. Never forwarded.
+const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1); never forwarded.
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -121,6 +135,9 @@ pub struct ForwardSettings {
     pub pool_max_idle_per_host: usize,
     /// Extra PEM CA certificates trusted for https upstreams (besides the public web roots).
     pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Peers (load balancers, proxies) whose `X-Forwarded-*`/`Forwarded` headers are kept and
+    /// extended. From anyone else those headers are replaced by what the gateway saw.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// What the caller's connection tells about the request.
@@ -134,6 +151,7 @@ pub struct Peer {
 pub struct Forwarder {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     response_timeout: Duration,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Everything `Forwarder::send` needs to know about one call.
@@ -153,7 +171,9 @@ impl Forwarder {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for cert in &settings.extra_roots {
             // A certificate the store cannot use is skipped, as other TLS clients do.
-            let _ = roots.add(cert.clone());
+            if let Err(e) = roots.add(cert.clone()) {
+                tracing::warn!(error = %e, "skipping an unusable upstream CA certificate");
+            }
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -180,6 +200,7 @@ impl Forwarder {
         Self {
             client,
             response_timeout: settings.response_timeout,
+            trusted_proxies: settings.trusted_proxies.clone(),
         }
     }
 
@@ -196,10 +217,14 @@ impl Forwarder {
                 format!("cannot build the upstream URL: {e}"),
             )
         })?;
+        let caller_version = parts.version;
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
-        headers.remove(header::HOST);
-        set_forwarded(&mut headers, parts.uri.authority(), &out);
+        let trusted = self
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&out.peer.addr.ip()));
+        set_forwarded(&mut headers, parts.uri.authority(), out.peer, trusted);
         headers.insert(X_REQUEST_ID.clone(), out.request_id.clone());
         headers.insert(header::HOST, out.target.host_header());
         for (name, value) in out.headers {
@@ -227,6 +252,8 @@ impl Forwarder {
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        // Answer in the caller's protocol, whatever the upstream spoke.
+        parts.version = caller_version;
         Ok(Response::from_parts(
             parts,
             body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
@@ -252,28 +279,57 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the caller's address to `X-Forwarded-For` and sets `X-Forwarded-Proto`/`-Host` to
-/// what this gateway saw.
-fn set_forwarded(headers: &mut HeaderMap, authority: Option<&Authority>, out: &Outbound<'_>) {
-    let client_ip = out.peer.addr.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
-        Some(_) | None => client_ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+/// Sets `X-Forwarded-For`/`-Proto`/`-Host` from what this gateway saw. A trusted proxy's
+/// headers are kept, its address appended to `X-Forwarded-For`; anyone else's are discarded.
+fn set_forwarded(
+    headers: &mut HeaderMap,
+    authority: Option<&Authority>,
+    peer: Peer,
+    trusted: bool,
+) {
+    for name in PATH_OVERRIDES {
+        headers.remove(name);
     }
-    let proto = if out.peer.tls { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    // The caller's Host (HTTP/1.1) or :authority (HTTP/2).
+    let prior_for: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect();
     let host = headers
         .get(header::HOST)
         .cloned()
         .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    match host {
-        Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h),
-        None => headers.remove(&X_FORWARDED_HOST),
-    };
+    let proto = HeaderValue::from_static(if peer.tls { "https" } else { "http" });
+    let client_ip = peer.addr.ip().to_string();
+    if trusted {
+        let chain = prior_for
+            .into_iter()
+            .chain([client_ip])
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Ok(v) = HeaderValue::from_str(&chain) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), proto);
+        }
+        if let (false, Some(h)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
+            headers.insert(X_FORWARDED_HOST.clone(), h);
+        }
+        return;
+    }
+    for name in CLIENT_CLAIMS {
+        headers.remove(name);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client_ip) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), proto);
+    if let Some(h) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), h);
+    }
 }
 
 /// Who caused a failed upstream call: the caller's body, the connection, or the upstream.

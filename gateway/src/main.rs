@@ -52,7 +52,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run a gateway node.
-    Serve(NodeSettings),
+    Serve(Box<NodeSettings>),
     /// Apply a declarative configuration file (YAML or JSON) to the store.
     Apply {
         #[arg(short = 'f', long = "file")]
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let location = || StoreLocation::resolve(cli.store.as_deref(), &cli.data_dir);
     match cli.command {
-        Command::Serve(settings) => node::run(settings, location()?).await?,
+        Command::Serve(settings) => node::run(*settings, location()?).await?,
         Command::Validate { file } => {
             let config = config::load_file(&file)?;
             println!(

@@ -58,12 +58,21 @@ pub struct NodeSettings {
     /// Time allowed for an upstream's response headers (a collection may override it).
     #[arg(long, env = "PORTCULLIS_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
+    /// Proxies in front of the gateway (comma-separated addresses or CIDR blocks) whose
+    /// X-Forwarded-For/-Proto/-Host and Forwarded headers are trusted. From any other peer
+    /// those headers are replaced.
+    #[arg(long, env = "PORTCULLIS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Extra PEM CA bundle trusted for https upstreams.
     #[arg(long, env = "PORTCULLIS_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
     /// How often the store is checked for a new configuration version.
-    #[arg(long, env = "PORTCULLIS_CONFIG_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PORTCULLIS_CONFIG_POLL_INTERVAL", default_value = "1s", value_parser = positive_duration)]
     pub config_poll_interval: Duration,
+    /// On shutdown, time to keep serving while /readyz already reports not-ready, so load
+    /// balancers stop sending traffic before the listener closes.
+    #[arg(long, env = "PORTCULLIS_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
     /// Time in-flight requests get to finish on shutdown.
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -106,6 +115,7 @@ pub async fn run(settings: NodeSettings, location: StoreLocation) -> anyhow::Res
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 512,
             extra_roots,
+            trusted_proxies: settings.trusted_proxies.clone(),
         }),
         settings: PipelineSettings {
             default_environment: Environment(settings.default_environment.clone()),
@@ -135,7 +145,10 @@ pub async fn run(settings: NodeSettings, location: StoreLocation) -> anyhow::Res
         header_read_timeout: Duration::from_secs(30),
         tls_handshake_timeout: Duration::from_secs(10),
     };
+    // The data plane (and the change follower) stop first; the admin listener last, so that
+    // readiness stays observable while the node drains.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let gw = gateway.clone();
     let data_plane = tokio::spawn(server::serve(
         gateway_listener,
@@ -154,8 +167,8 @@ pub async fn run(settings: NodeSettings, location: StoreLocation) -> anyhow::Res
         None,
         limits,
         move |_peer, req| admin::handle(gw.clone(), h.clone(), req),
-        stop_rx.clone(),
-        settings.shutdown_grace,
+        admin_stop_rx,
+        Duration::from_secs(1),
     ));
     let follower = tokio::spawn(follow_changes(
         store.clone(),
@@ -177,17 +190,31 @@ pub async fn run(settings: NodeSettings, location: StoreLocation) -> anyhow::Res
     }
 
     shutdown_signal().await;
-    tracing::info!("shutting down: refusing new connections, finishing in-flight requests");
     health.set_shutting_down();
+    if !settings.drain_delay.is_zero() {
+        tracing::info!(delay = ?settings.drain_delay, "shutting down: reporting not-ready while still serving");
+        tokio::time::sleep(settings.drain_delay).await;
+    }
+    tracing::info!("shutting down: refusing new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(data_plane, admin_plane, follower);
+    for task in [data_plane, follower] {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a task failed during shutdown");
+        }
+    }
+    let _ = admin_stop_tx.send(true);
+    if let Err(e) = admin_plane.await {
+        tracing::error!(error = %e, "the admin listener failed during shutdown");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Polls the store's version and swaps in a new snapshot when it moves. On any failure the
-/// node keeps serving its last good snapshot and reports not-ready until the store answers.
+/// Polls the store's version and swaps in a new snapshot when it moves. If the store cannot be
+/// read, the node keeps serving its last good snapshot and reports not-ready until it can. If
+/// a stored version cannot be compiled (it bypassed validation), the node keeps its snapshot,
+/// stays ready, reports the rejected version, and does not retry that version.
 async fn follow_changes(
     store: Store,
     gateway: Arc<Gateway>,
@@ -197,33 +224,79 @@ async fn follow_changes(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rejected = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = crate::server::stopped(&mut stop) => return,
         }
         let current = gateway.snapshot.current().version;
-        match reload_if_changed(&store, current).await {
-            Ok(Some(snapshot)) => {
+        // A hung database must not hold up shutdown.
+        let outcome = tokio::select! {
+            outcome = refresh(&store, current, rejected) => outcome,
+            _ = crate::server::stopped(&mut stop) => return,
+        };
+        match outcome {
+            Refresh::Unchanged => health.set_store_reachable(true),
+            Refresh::Swapped(snapshot) => {
                 tracing::info!(version = snapshot.version, "configuration version active");
                 gateway.snapshot.replace(snapshot);
                 health.set_store_reachable(true);
             }
-            Ok(None) => health.set_store_reachable(true),
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot refresh the configuration; keeping the last good snapshot");
+            Refresh::Rejected { version, reason } => {
+                tracing::error!(version, %reason, "stored configuration cannot be compiled; keeping the last good snapshot");
+                rejected = Some(version);
+                health.set_rejected_version(version);
+                health.set_store_reachable(true);
+            }
+            Refresh::Unreachable(reason) => {
+                tracing::warn!(%reason, "cannot read the configuration store; keeping the last good snapshot");
                 health.set_store_reachable(false);
             }
         }
     }
 }
 
-async fn reload_if_changed(store: &Store, current: u64) -> anyhow::Result<Option<Snapshot>> {
-    if store.version().await? == current {
-        return Ok(None);
+enum Refresh {
+    Unchanged,
+    Swapped(Snapshot),
+    Rejected { version: u64, reason: String },
+    Unreachable(String),
+}
+
+async fn refresh(store: &Store, current: u64, rejected: Option<u64>) -> Refresh {
+    let (version, records) = match store.version().await {
+        Ok(v) if v == current || Some(v) == rejected => return Refresh::Unchanged,
+        Ok(_) => match store.load().await {
+            Ok(loaded) => loaded,
+            Err(e) => return Refresh::Unreachable(e.to_string()),
+        },
+        Err(e) => return Refresh::Unreachable(e.to_string()),
+    };
+    let compiled = assemble(&records)
+        .map_err(|e| e.to_string())
+        .and_then(|config| Snapshot::compile(version, &config).map_err(|e| e.to_string()));
+    match compiled {
+        Ok(snapshot) => Refresh::Swapped(snapshot),
+        Err(reason) => Refresh::Rejected { version, reason },
     }
-    let (version, records) = store.load().await?;
-    Ok(Some(Snapshot::compile(version, &assemble(&records)?)?))
+}
+
+/// A duration greater than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An address (`10.0.0.1`) or a CIDR block (`10.0.0.0/8`).
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{text}' is neither an IP address nor a CIDR block"))
 }
 
 async fn shutdown_signal() {

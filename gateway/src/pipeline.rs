@@ -150,7 +150,7 @@ where
     // 6. Forward.
     let target_path = operation
         .target
-        .expand(|name| route.param(name), &route.rest());
+        .expand(|name| route.param(name), route.rest());
     let out = Outbound {
         target,
         path: target_path,

@@ -72,11 +72,9 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
             .find_map(|(k, v)| (*k == name).then_some(*v))
     }
 
-    /// The decoded segments matched by a trailing wildcard (empty when it matched nothing).
-    pub fn rest(&self) -> Vec<&'p str> {
-        self.rest
-            .map(|r| r.split('/').filter(|s| !s.is_empty()).collect())
-            .unwrap_or_default()
+    /// The decoded remainder matched by a trailing wildcard (empty when it matched nothing).
+    pub fn rest(&self) -> &'p str {
+        self.rest.unwrap_or_default()
     }
 }
 
@@ -131,6 +129,8 @@ impl Router {
                     params.push((k, v));
                 }
             }
+            // A wildcard matched by its bare prefix plus `/` keeps that slash upstream.
+            let rest = rest.or_else(|| remainder.ends_with('/').then_some("/"));
             return Lookup::Found(RouteMatch {
                 collection,
                 operation: *m.value,
@@ -247,11 +247,17 @@ mod tests {
         let Lookup::Found(m) = r.lookup(&Method::GET, "/files/tree/a/b/c") else {
             panic!("no match")
         };
-        assert_eq!(m.rest(), ["a", "b", "c"]);
-        let Lookup::Found(m) = r.lookup(&Method::GET, "/files/tree") else {
+        assert_eq!(m.rest(), "a/b/c");
+        for (bare, rest) in [("/files/tree", ""), ("/files/tree/", "/")] {
+            let Lookup::Found(m) = r.lookup(&Method::GET, bare) else {
+                panic!("no match for {bare}")
+            };
+            assert_eq!(m.rest(), rest);
+        }
+        let Lookup::Found(m) = r.lookup(&Method::GET, "/files/tree/a/") else {
             panic!("no match")
         };
-        assert!(m.rest().is_empty());
+        assert_eq!(m.rest(), "a/");
     }
 
     #[test]
@@ -270,7 +276,7 @@ mod tests {
             Lookup::MethodNotAllowed { allow } => {
                 assert_eq!(allow, ["DELETE", "GET", "HEAD", "POST"])
             }
-            other => panic!("{other:?}"),
+            other @ (Lookup::Found(_) | Lookup::NotFound) => panic!("{other:?}"),
         }
         assert!(matches!(r.lookup(&Method::GET, "/y"), Lookup::NotFound));
     }

@@ -59,15 +59,6 @@ pub enum CompileError {
 }
 
 impl Snapshot {
-    /// An empty snapshot: every request is `route_not_found`.
-    pub fn empty() -> Self {
-        Self {
-            version: 0,
-            collections: Vec::new(),
-            router: Router::default(),
-        }
-    }
-
     /// Compiles a validated configuration. Only published collections and operations are
     /// routed. Environment variables referenced by headers are read now, from this process.
     pub fn compile(version: u64, config: &Config) -> Result<Self, CompileError> {

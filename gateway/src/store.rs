@@ -47,17 +47,22 @@ impl StoreLocation {
     }
 }
 
-/// Removes the password from a URL's userinfo.
+/// Removes the password from a URL's userinfo, and the query (which may carry `password=`).
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<unparseable URL>".to_owned();
     };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some((auth, host)) => (auth, host),
-        None => return url.to_owned(),
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, _)) => (rest, "?…"),
+        None => (rest, ""),
     };
-    let user = auth.split_once(':').map_or(auth, |(u, _)| u);
-    format!("{scheme}://{user}:***@{host}")
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => {
+            let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{query}")
+        }
+        None => format!("{scheme}://{rest}{query}"),
+    }
 }
 
 /// Store failures.
@@ -267,5 +272,8 @@ mod tests {
         assert_eq!(pg.display(), "postgres://app:***@db:5432/gw");
         let err = StoreLocation::resolve(Some("mysql://root:hunter2@db/x"), dir).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+        let query =
+            StoreLocation::resolve(Some("postgres://app@db/gw?password=hunter2"), dir).unwrap();
+        assert_eq!(query.display(), "postgres://app:***@db/gw?…");
     }
 }

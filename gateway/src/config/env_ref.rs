@@ -21,10 +21,7 @@ pub fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
         let after = &rest[start + 2..];
         let end = after.find('}').ok_or(EnvRefError::Unterminated)?;
         let name = &after[..end];
-        if name.is_empty()
-            || name.starts_with(|c: char| c.is_ascii_digit())
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if !is_variable_name(name) {
             return Err(EnvRefError::BadName(name.to_owned()));
         }
         out.push_str(&lookup(name).ok_or_else(|| EnvRefError::Missing(name.to_owned()))?);
@@ -32,6 +29,14 @@ pub fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Whether `name` is a portable environment variable name: letters, digits and `_`, not
+/// starting with a digit.
+pub fn is_variable_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Checks the syntax of every reference without resolving any.

@@ -109,8 +109,21 @@ impl Validator {
                 self.fail(format!("{at}.upstreams.{env}"), e);
             }
         }
+        if c.upstream_timeout.is_some_and(|t| t.is_zero()) {
+            self.fail(
+                format!("{at}.upstream_timeout"),
+                "must be greater than zero",
+            );
+        }
+        let mut header_names = HashSet::new();
         for (name, value) in &c.headers {
             let path = format!("{at}.headers.{name}");
+            if !header_names.insert(name.to_ascii_lowercase()) {
+                self.fail(
+                    &path,
+                    "header names are case-insensitive: this one is given twice",
+                );
+            }
             match HeaderName::from_bytes(name.as_bytes()) {
                 Err(_) => self.fail(&path, "not a valid header name"),
                 Ok(h) if is_reserved_header(&h) => self.fail(
@@ -225,31 +238,31 @@ impl Validator {
                     format!("parameter '{}' is declared twice", p.name),
                 );
             }
-            if p.location == crate::model::ParameterLocation::Path {
-                if let Some(t) = &template {
-                    if !t.params().any(|q| q == p.name) {
-                        self.fail(
-                            format!("{path}.name"),
-                            format!(
-                                "path parameter '{}' does not appear in path '{}'",
-                                p.name, op.path
-                            ),
-                        );
-                    }
-                }
+            let in_template = template
+                .as_ref()
+                .is_none_or(|t| t.params().any(|q| q == p.name));
+            if p.location == crate::model::ParameterLocation::Path && !in_template {
+                self.fail(
+                    format!("{path}.name"),
+                    format!(
+                        "path parameter '{}' does not appear in path '{}'",
+                        p.name, op.path
+                    ),
+                );
             }
         }
         for (field, schema) in [
             ("request_schema", &op.request_schema),
             ("response_schema", &op.response_schema),
         ] {
-            if let Some(s) = schema {
-                if !(s.is_object() || s.is_boolean()) {
-                    self.fail(
-                        format!("{at}.{field}"),
-                        "a JSON Schema is an object or a boolean",
-                    );
-                }
+            if schema
+                .as_ref()
+                .is_some_and(|s| !(s.is_object() || s.is_boolean()))
+            {
+                self.fail(
+                    format!("{at}.{field}"),
+                    "a JSON Schema is an object or a boolean",
+                );
             }
         }
         for (k, scope) in op.scopes.iter().enumerate() {
@@ -402,7 +415,7 @@ impl Validator {
                     }
                 }
                 (None, Some(var)) => {
-                    if env_ref::check(&format!("${{{var}}}")).is_err() {
+                    if !env_ref::is_variable_name(var) {
                         self.fail(
                             format!("{at}.secret_env"),
                             format!("'{var}' is not a variable name"),

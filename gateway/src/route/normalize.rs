@@ -54,7 +54,9 @@ fn decode_segment(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if decoded.chars().any(char::is_control) {
         return Err(PathError::ControlChar);
     }
-    if decoded == "." || decoded == ".." {
+    // `..;x` is `..` to servers that strip path parameters (Tomcat, Spring).
+    let before_params = decoded.split(';').next().unwrap_or_default();
+    if before_params == "." || before_params == ".." {
         return Err(PathError::DotSegment);
     }
     Ok(decoded)
@@ -95,6 +97,7 @@ mod tests {
             ("/%7Euser", "/~user"),
             ("/caf%C3%A9", "/café"),
             ("/a/.b/..c", "/a/.b/..c"),
+            ("/a/b;v=1", "/a/b;v=1"),
         ];
         for (raw, want) in cases {
             assert_eq!(normalize(raw).as_deref(), Ok(want), "{raw}");
@@ -112,6 +115,9 @@ mod tests {
             ("/a/%2e%2e/b", DotSegment),
             ("/a/%2E%2e", DotSegment),
             ("/a/.%2e/b", DotSegment),
+            ("/a/..;/b", DotSegment),
+            ("/a/..%3B/b", DotSegment),
+            ("/a/.;x=1/b", DotSegment),
             ("/a%2fb", EncodedSeparator),
             ("/a%2F..%2Fb", EncodedSeparator),
             ("/a%5cb", EncodedSeparator),

@@ -6,14 +6,16 @@ use std::fmt;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 /// Characters escaped when a value is placed into one path segment: everything but RFC 3986
-/// unreserved characters and the sub-delimiters that are safe in a segment. `/`, `?`, `#` and `%`
-/// are always escaped, so a value can never add a segment, a query or a fragment.
+/// unreserved characters and the sub-delimiters that are safe in a segment. `/`, `?`, `#`, `%` and
+/// `;` are always escaped, so a value can never add a segment, a query, a fragment or a path
+/// parameter.
 const SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
     .add(b'%')
     .add(b'/')
+    .add(b';')
     .add(b'<')
     .add(b'>')
     .add(b'?')
@@ -116,7 +118,7 @@ impl PathTemplate {
     }
 
     /// The patterns to register with the router. A wildcard template matches its own prefix too
-    /// (`/files/*` matches `/files` and `/files/a/b`), so it yields two patterns.
+    /// (`/files/*` matches `/files`, `/files/` and `/files/a/b`), so it yields several patterns.
     pub(crate) fn router_patterns(&self) -> Vec<String> {
         let mut base = String::new();
         for segment in &self.segments {
@@ -131,17 +133,24 @@ impl PathTemplate {
             }
         }
         let prefix = if base.is_empty() { "/" } else { &base };
-        if self.wildcard {
-            vec![prefix.to_owned(), format!("{base}/{{*{WILDCARD_PARAM}}}")]
+        if self.wildcard && base.is_empty() {
+            vec!["/".to_owned(), format!("/{{*{WILDCARD_PARAM}}}")]
+        } else if self.wildcard {
+            vec![
+                base.clone(),
+                format!("{base}/"),
+                format!("{base}/{{*{WILDCARD_PARAM}}}"),
+            ]
         } else {
             vec![prefix.to_owned()]
         }
     }
 
     /// Builds a concrete path from this template. `param` gives each parameter's (decoded) value;
-    /// `rest` is the (decoded) remainder matched by the request's wildcard, segment by segment.
-    /// Every value is percent-encoded as one segment, so no value can change the path's shape.
-    pub fn expand<'a>(&self, param: impl Fn(&str) -> Option<&'a str>, rest: &[&str]) -> String {
+    /// `rest` is the (decoded, canonical) remainder matched by the request's wildcard: its
+    /// segments are encoded one by one and a trailing `/` is kept. Every value is
+    /// percent-encoded as one segment, so no value can change the path's shape.
+    pub fn expand<'a>(&self, param: impl Fn(&str) -> Option<&'a str>, rest: &str) -> String {
         let mut out = String::new();
         for segment in &self.segments {
             out.push('/');
@@ -154,9 +163,12 @@ impl PathTemplate {
             }
         }
         if self.wildcard {
-            for part in rest {
+            for part in rest.split('/').filter(|p| !p.is_empty()) {
                 out.push('/');
                 out.extend(utf8_percent_encode(part, SEGMENT));
+            }
+            if rest.ends_with('/') {
+                out.push('/');
             }
         }
         if out.is_empty() {
@@ -200,7 +212,10 @@ mod tests {
         assert_eq!(t.params().collect::<Vec<_>>(), ["id"]);
         assert_eq!(t.router_patterns(), ["/charges/{id}/refunds"]);
         let w = PathTemplate::parse("/files/*").unwrap();
-        assert_eq!(w.router_patterns(), ["/files", "/files/{*__rest}"]);
+        assert_eq!(
+            w.router_patterns(),
+            ["/files", "/files/", "/files/{*__rest}"]
+        );
         let root = PathTemplate::parse("/*").unwrap();
         assert_eq!(root.router_patterns(), ["/", "/{*__rest}"]);
         assert_eq!(PathTemplate::parse("/").unwrap().router_patterns(), ["/"]);
@@ -233,13 +248,14 @@ mod tests {
     #[test]
     fn expansion_encodes_values_as_single_segments() {
         let t = PathTemplate::parse("/v2/items/{id}/*").unwrap();
-        let path = t.expand(|_| Some("a/../b?x#y"), &["c d", ".."]);
-        assert_eq!(path, "/v2/items/a%2F..%2Fb%3Fx%23y/c%20d/..");
+        let path = t.expand(|_| Some("a/../b?x#y;p"), "c d/..");
+        assert_eq!(path, "/v2/items/a%2F..%2Fb%3Fx%23y%3Bp/c%20d/..");
         // `..` as a whole wildcard segment is refused before expansion (see normalize); the
         // encoder itself only guarantees one value stays one segment.
-        assert_eq!(PathTemplate::parse("/").unwrap().expand(|_| None, &[]), "/");
+        assert_eq!(PathTemplate::parse("/").unwrap().expand(|_| None, ""), "/");
         let root = PathTemplate::parse("/*").unwrap();
-        assert_eq!(root.expand(|_| None, &["a", "b"]), "/a/b");
-        assert_eq!(root.expand(|_| None, &[]), "/");
+        assert_eq!(root.expand(|_| None, "a/b"), "/a/b");
+        assert_eq!(root.expand(|_| None, "a/b/"), "/a/b/");
+        assert_eq!(root.expand(|_| None, ""), "/");
     }
 }

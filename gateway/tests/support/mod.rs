@@ -1,0 +1,493 @@
+//! Test harness: the real `portcullis` binary on ephemeral ports, a real upstream that records
+//! what it receives, raw HTTP/1.1 for requests a URL library would tidy up, and fresh
+//! PostgreSQL databases.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// What the upstream saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query exactly as received.
+    pub target: String,
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub body_len: usize,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// A real HTTP upstream on a loopback port. Paths it understands (after any prefix):
+/// `.../slow/{ms}` waits before answering; `.../download/{bytes}` streams that many bytes;
+/// anything else echoes the request as
+/// JSON (`method`, `target`, `body_len`).
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| answer(req, log.clone()));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream received no request")
+    }
+}
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn answer(
+    req: Request<Incoming>,
+    log: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<TestBody>, Infallible> {
+    let method = req.method().to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in req.headers() {
+        headers
+            .entry(k.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    let path = req.uri().path().to_owned();
+    // Read the body as it streams, counting bytes without keeping them.
+    let mut body = req.into_body();
+    let mut body_len = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len()),
+            Err(_) => break,
+        }
+    }
+    log.lock().unwrap().push(Seen {
+        method: method.clone(),
+        target: target.clone(),
+        headers,
+        body_len,
+    });
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [.., "slow", ms] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(1000))).await;
+        }
+        [.., "download", n] => {
+            let total: usize = n.parse().unwrap_or(0);
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let chunks = (0..total.div_ceil(chunk.len())).map(move |i| {
+                let len = chunk.len().min(total - i * chunk.len());
+                Ok::<_, Infallible>(Frame::data(chunk.slice(..len)))
+            });
+            let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed();
+            return Ok(Response::new(body));
+        }
+        _ => {}
+    }
+    let json = serde_json::json!({"method": method, "target": target, "body_len": body_len});
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("connection", "keep-alive, x-upstream-hop")
+        .header("x-upstream-hop", "must not reach the caller")
+        .header("keep-alive", "timeout=5")
+        .body(Full::new(Bytes::from(json.to_string())).boxed())
+        .unwrap())
+}
+
+/// A TCP server that accepts connections and closes them at once, without answering.
+pub async fn closing_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    addr
+}
+
+/// A loopback address nothing listens on.
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A running `portcullis serve` process.
+pub struct Node {
+    child: Child,
+    pub gateway: String,
+    pub admin: String,
+    pub stdout: Vec<String>,
+    pub data_dir: PathBuf,
+    pub store: Option<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Builds a node: a data directory (fresh unless given), the store, extra flags and env.
+pub struct NodeBuilder {
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    config: Option<String>,
+}
+
+impl Node {
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            data_dir: None,
+            store: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            config: None,
+        }
+    }
+
+    /// A node on a fresh SQLite store with `config` applied before it starts.
+    pub fn with_config(yaml: &str) -> Self {
+        Self::builder().config(yaml).start()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs another `portcullis` command against this node's store.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.data_dir, self.store.as_deref(), args)
+    }
+
+    /// Applies YAML through the CLI and waits until the node serves the new version.
+    pub async fn apply(&self, yaml: &str) -> u64 {
+        let file = self
+            .data_dir
+            .join(format!("apply-{}.yaml", uuid::Uuid::new_v4()));
+        std::fs::write(&file, yaml).unwrap();
+        let out = self.cli(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let version = printed_version(&out);
+        self.wait_for_version(version).await;
+        version
+    }
+
+    pub async fn ready(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/readyz", self.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the node's active configuration reaches `version`.
+    pub async fn wait_for_version(&self, version: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = self.ready().await;
+            if ready["config_version"].as_u64() >= Some(version) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node stuck at {ready}, want version {version}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The number in the "configuration version N" that `apply` prints.
+pub fn printed_version(out: &Output) -> u64 {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.rsplit("configuration version ")
+        .next()
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no version in: {text}"))
+}
+
+impl NodeBuilder {
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    pub fn store(mut self, url: &str) -> Self {
+        self.store = Some(url.to_owned());
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Configuration applied (through the CLI) before the node starts.
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.config = Some(yaml.to_owned());
+        self
+    }
+
+    pub fn start(self) -> Node {
+        let (tmp, data_dir) = match self.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().unwrap();
+                let d = t.path().to_owned();
+                (Some(t), d)
+            }
+        };
+        if let Some(yaml) = &self.config {
+            let file = data_dir.join("initial.yaml");
+            std::fs::create_dir_all(&data_dir).unwrap();
+            std::fs::write(&file, yaml).unwrap();
+            let out = cli(
+                &data_dir,
+                self.store.as_deref(),
+                &["apply", "-f", file.to_str().unwrap()],
+            );
+            assert!(
+                out.status.success(),
+                "apply failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir").arg(&data_dir);
+        if let Some(store) = &self.store {
+            cmd.arg("--store").arg(store);
+        }
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--config-poll-interval",
+            "50ms",
+        ]);
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("can start portcullis");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
+        let (mut gateway, mut admin) = (None, None);
+        while admin.is_none() {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().unwrap();
+                panic!("portcullis exited ({status}) before listening; printed: {seen:?}");
+            };
+            if let Some(url) = line.trim().strip_prefix("gateway: ") {
+                gateway = Some(url.to_owned());
+            }
+            if let Some(url) = line.trim().strip_prefix("admin: ") {
+                admin = Some(url.trim().to_owned());
+            }
+            seen.push(line);
+        }
+        // Keep the rest of the banner (the demo's lines) without blocking on later output.
+        let rest = Arc::new(Mutex::new(Vec::new()));
+        let sink = rest.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        seen.extend(rest.lock().unwrap().iter().cloned());
+        Node {
+            child,
+            gateway: gateway.expect("no gateway address printed"),
+            admin: admin.unwrap(),
+            stdout: seen,
+            data_dir,
+            store: self.store,
+            _tmp: tmp,
+        }
+    }
+}
+
+/// Runs `portcullis` with the given data directory and store.
+pub fn cli(data_dir: &Path, store: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir").arg(data_dir);
+    if let Some(s) = store {
+        cmd.arg("--store").arg(s);
+    }
+    cmd.args(args).output().expect("can run portcullis")
+}
+
+/// A minimal collection YAML pointing at `upstream` for both environments.
+pub fn collection(id: &str, base: &str, upstream: &str, operations: &str) -> String {
+    format!(
+        "collections:\n  - id: {id}\n    base_path: {base}\n    upstreams:\n      sandbox: {upstream}/sbx\n      production: {upstream}/prod\n    operations:\n{operations}"
+    )
+}
+
+/// Sends raw bytes as one HTTP/1.1 request and returns the status and body. For paths that a
+/// URL library would normalise before sending.
+pub async fn raw_request(gateway: &str, request_line_target: &str, method: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gateway.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {request_line_target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw));
+    let _ = read.await;
+    let response = String::from_utf8_lossy(&raw).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The error code in a catalogue body.
+pub fn code(body: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A fresh PostgreSQL database for one test, or `None` (with a note) when no server is
+/// configured. With `PORTCULLIS_REQUIRE_SERVICES=1` a missing server fails the test instead.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("PORTCULLIS_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("PORTCULLIS_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "PORTCULLIS_TEST_POSTGRES_URL is not set but PORTCULLIS_REQUIRE_SERVICES=1"
+            );
+            eprintln!("skipped: PORTCULLIS_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        use sqlx::Connection;
+        let name = format!("portcullis_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("cannot reach PORTCULLIS_TEST_POSTGRES_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin_url.split('?').next().unwrap();
+        let (server, _db) = base.rsplit_once('/').unwrap();
+        Some(Self {
+            url: format!("{server}/{name}"),
+            admin_url,
+            name,
+        })
+    }
+
+    /// Drops the database (call at the end of the test).
+    pub async fn drop_db(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
