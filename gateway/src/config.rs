@@ -8,7 +8,7 @@ mod validate;
 use std::fmt;
 use std::path::Path;
 
-pub use self::validate::validate;
+pub use self::validate::{validate, validate_in};
 use crate::model::Config;
 
 /// The file formats `apply` and `validate` read and `export` writes.
@@ -68,21 +68,43 @@ fn list(errors: &[FieldError]) -> String {
 
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let config = read_file(path)?;
+    validate(&config).map_err(ConfigError::Invalid)?;
+    Ok(config)
+}
+
+/// Reads a configuration file without validating it; for callers (like `apply`) that validate
+/// it together with what is already stored.
+pub fn read_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    parse(&text, Format::from_path(path))
+    parse_unvalidated(&text, Format::from_path(path))
 }
 
 /// Parses and validates configuration text.
 pub fn parse(text: &str, format: Format) -> Result<Config, ConfigError> {
+    let config = parse_unvalidated(text, format)?;
+    validate(&config).map_err(ConfigError::Invalid)?;
+    Ok(config)
+}
+
+fn parse_unvalidated(text: &str, format: Format) -> Result<Config, ConfigError> {
     let config: Config = match format {
         Format::Yaml => {
             if text.trim().is_empty() {
                 Config::default()
             } else {
-                serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?
+                serde_saphyr::from_str(text).map_err(|e| {
+                    let message = e.to_string();
+                    ConfigError::Syntax(
+                        message
+                            .strip_prefix("error: ")
+                            .map(str::to_owned)
+                            .unwrap_or(message),
+                    )
+                })?
             }
         }
         Format::Json => {
@@ -99,7 +121,6 @@ pub fn parse(text: &str, format: Format) -> Result<Config, ConfigError> {
             })?
         }
     };
-    validate(&config).map_err(ConfigError::Invalid)?;
     Ok(config)
 }
 

@@ -49,7 +49,11 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         },
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let method = req.method().clone();
+    // HEAD is answered like GET (hyper leaves the body out).
+    let method = match req.method() {
+        &Method::HEAD => Method::GET,
+        m => m.clone(),
+    };
     let (status, body) = match (&method, segments.as_slice()) {
         (&Method::GET, ["hello"]) => (
             StatusCode::OK,

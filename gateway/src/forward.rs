@@ -76,6 +76,9 @@ impl UpstreamTarget {
     /// Parses `http(s)://host[:port][/prefix]`. Credentials in the URL are refused: they would
     /// leak into exports; put them in a header that references an environment variable.
     pub fn parse(url: &str) -> Result<Self, String> {
+        if url.contains('#') {
+            return Err(format!("'{url}' must not have a fragment"));
+        }
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("'{url}' is not a valid URL: {e}"))?;
@@ -88,6 +91,9 @@ impl UpstreamTarget {
             .authority()
             .ok_or_else(|| format!("'{url}' has no host"))?
             .clone();
+        if authority.port().is_some() && authority.port_u16().is_none_or(|p| p == 0) {
+            return Err(format!("'{url}' has an invalid port"));
+        }
         if authority.as_str().contains('@') {
             return Err(format!(
                 "'{url}' contains credentials; use a header with an ${{ENV}} reference"

@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             prune,
         } => {
-            let config = config::load_file(&file)?;
+            let config = config::read_file(&file)?;
             let store = open(&location()?).await?;
             let applied = plan::apply(&store, &config, ApplyOptions { prune, dry_run }).await?;
             print!("{}", plan::render(&applied.changes));
@@ -162,8 +162,10 @@ fn write_output(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,portcullis::access=off"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,sqlx=warn,portcullis::access=off")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

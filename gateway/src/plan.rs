@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
-use crate::config::{self, FieldError};
+use crate::config::{self, ConfigError, FieldError};
 use crate::model::Config;
 use crate::store::{Change, Kind, Records, Store, StoreError, assemble, flatten};
 
@@ -34,6 +34,11 @@ pub struct Applied {
 /// Why an apply was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// The file itself is invalid (paths refer to the file).
+    #[error(transparent)]
+    File(ConfigError),
+    /// The file is valid, but the configuration it would produce with what is stored is not
+    /// (paths refer to the merged configuration, objects ordered by id).
     #[error(
         "the result of merging the file with the stored configuration is invalid:\n{}",
         .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
@@ -43,7 +48,8 @@ pub enum ApplyError {
     Store(#[from] StoreError),
 }
 
-/// Applies a (validated) configuration to the store.
+/// Applies a configuration to the store. The file may refer to objects that only the store
+/// holds (a clients-only file granting stored collections): what must be valid is the result.
 pub async fn apply(
     store: &Store,
     file: &Config,
@@ -55,6 +61,10 @@ pub async fn apply(
     let mut attempts = 0;
     loop {
         let (version, current) = store.load().await?;
+        // The file first, so that problems are reported with its own field paths; its
+        // references may resolve to stored objects. Then the whole result.
+        config::validate_in(file, &assemble(&current)?)
+            .map_err(|problems| ApplyError::File(ConfigError::Invalid(problems)))?;
         let target = merge(&current, &desired, options.prune);
         config::validate(&assemble(&target)?).map_err(ApplyError::Invalid)?;
         let changes = diff(&current, &target);

@@ -216,6 +216,36 @@ collections:
     let export = stdout(&cli(d, None, &["export"]));
     assert!(export.contains("id: payments") && export.contains("id: weather"));
 
+    // A clients-only file may grant collections that only the store holds.
+    let clients_only = r#"
+clients:
+  - id: weather-app
+    profiles:
+      - { id: wx-sbx, environment: sandbox, collections: [weather] }
+"#;
+    let out = cli(
+        d,
+        None,
+        &["apply", "-f", &write(d, "clients.yaml", clients_only)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let export = stdout(&cli(d, None, &["export"]));
+    assert!(export.contains("id: weather-app"), "{export}");
+    // But not collections that exist nowhere; the path refers to the file.
+    let dangling = clients_only.replace("[weather]", "[climate]");
+    let out = cli(
+        d,
+        None,
+        &["apply", "-f", &write(d, "dangling.yaml", &dangling)],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .contains("clients[0].profiles[0].collections[0]: unknown collection 'climate'"),
+        "{}",
+        stderr(&out)
+    );
+
     // Pruning deletes what the file does not mention, children included.
     let out = cli(d, None, &["apply", "-f", &file, "--prune", "--dry-run"]);
     let plan = stdout(&out);

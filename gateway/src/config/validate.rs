@@ -15,6 +15,12 @@ use crate::route::{RouteSpec, Router};
 
 /// Checks a configuration; returns every problem found.
 pub fn validate(config: &Config) -> Result<(), Vec<FieldError>> {
+    validate_in(config, &Config::default())
+}
+
+/// Checks a configuration whose references may also point at objects of `context` (what the
+/// store already holds, when a file is applied on top of it). Paths refer to `config`.
+pub fn validate_in(config: &Config, context: &Config) -> Result<(), Vec<FieldError>> {
     let mut v = Validator::default();
     let mut base_paths: HashMap<&str, &str> = HashMap::new();
     let mut collection_ids = HashSet::new();
@@ -49,7 +55,7 @@ pub fn validate(config: &Config) -> Result<(), Vec<FieldError>> {
                 format!("duplicate client id '{}'", client.id),
             );
         }
-        v.client(&at, client, config, &mut credential_ids);
+        v.client(&at, client, config, context, &mut credential_ids);
     }
     if v.errors.is_empty() {
         Ok(())
@@ -299,6 +305,7 @@ impl Validator {
         at: &str,
         client: &Client,
         config: &Config,
+        context: &Config,
         credential_ids: &mut HashSet<String>,
     ) {
         let mut profile_ids = HashSet::new();
@@ -311,7 +318,7 @@ impl Validator {
                     format!("duplicate profile id '{}' in client '{}'", p.id, client.id),
                 );
             }
-            self.profile(&at, p, config, credential_ids);
+            self.profile(&at, p, config, context, credential_ids);
         }
     }
 
@@ -320,12 +327,18 @@ impl Validator {
         at: &str,
         p: &Profile,
         config: &Config,
+        context: &Config,
         credential_ids: &mut HashSet<String>,
     ) {
         self.id(&format!("{at}.environment"), p.environment.as_str());
         for (k, granted) in p.collections.iter().enumerate() {
             let path = format!("{at}.collections[{k}]");
-            match config.collections.iter().find(|c| &c.id == granted) {
+            let collection = config
+                .collections
+                .iter()
+                .chain(&context.collections)
+                .find(|c| &c.id == granted);
+            match collection {
                 None => self.fail(path, format!("unknown collection '{granted}'")),
                 Some(c) if !c.upstreams.contains_key(&p.environment) => self.fail(
                     path,
