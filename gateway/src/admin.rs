@@ -78,9 +78,9 @@ pub async fn handle<B>(gw: Arc<Gateway>, health: Arc<Health>, req: Request<B>) -
             }
         }
         ("/healthz" | "/readyz", false) => {
-            let mut e = GatewayError::new(ErrorCode::MethodNotAllowed, "use GET");
-            e.allow = Some(HeaderValue::from_static("GET, HEAD"));
-            e.into_response("")
+            GatewayError::new(ErrorCode::MethodNotAllowed, "use GET")
+                .with_header(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"))
+                .into_response("")
         }
         _ => {
             GatewayError::new(ErrorCode::RouteNotFound, "no such admin endpoint").into_response("")

@@ -90,8 +90,10 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     Ok(response)
 }
 
-/// The demo configuration for an upstream at `addr`.
-pub fn config(addr: SocketAddr) -> Config {
+/// The demo configuration for an upstream at `addr`: a collection, and a client whose sandbox
+/// profile holds one API token (stored as `token_hash`) and may read and create orders, but not
+/// delete them.
+pub fn config(addr: SocketAddr, token_hash: &str) -> Config {
     let text = format!(
         r#"
 collections:
@@ -111,30 +113,54 @@ collections:
         methods: [GET]
         path: /orders/{{id}}
         summary: Fetch an order
+        scopes: [orders:read]
         parameters:
           - {{ name: id, in: path, type: string, required: true }}
       - id: create-order
         methods: [POST]
         path: /orders
         summary: Create an order
+        scopes: [orders:write]
         request_schema:
           type: object
           properties:
             item: {{ type: string }}
+      - id: delete-order
+        methods: [DELETE]
+        path: /orders/{{id}}
+        summary: Delete an order
+        scopes: [orders:admin]
+clients:
+  - id: demo-app
+    name: Demo app
+    partner: demo
+    profiles:
+      - id: demo-sandbox
+        environment: sandbox
+        collections: [demo]
+        scopes: [orders:read, orders:write]
+        credentials:
+          - id: demo-token
+            kind: api_token
+            token_hash: {token_hash}
 "#
     );
     config::parse(&text, Format::Yaml).expect("the demo configuration is valid")
 }
 
-/// The lines printed on start: where to send requests and what to try.
-pub fn banner(gateway: &str, admin: &str) -> String {
+/// The lines printed on start: the demo's token (shown once) and what to try.
+pub fn banner(gateway: &str, admin: &str, token: &str) -> String {
+    let auth = format!("-H 'Authorization: Bearer {token}'");
     format!(
-        "Try the demo:\n\
-         \x20 curl -i {gateway}/demo/hello\n\
-         \x20 curl -i {gateway}/demo/orders/42\n\
-         \x20 curl -i -X POST {gateway}/demo/orders -H 'content-type: application/json' -d '{{\"item\":\"book\"}}'\n\
-         \x20 curl -i {gateway}/demo/nowhere            # 404 route_not_found\n\
-         \x20 curl -i -X DELETE {gateway}/demo/hello    # 405 method_not_allowed\n\
+        "Demo client demo-app, profile demo-sandbox, API token (shown once):\n\
+         \x20 {token}\n\
+         Try the demo:\n\
+         \x20 curl -i {auth} {gateway}/demo/orders/42\n\
+         \x20 curl -i {auth} -X POST {gateway}/demo/orders -H 'content-type: application/json' -d '{{\"item\":\"book\"}}'\n\
+         \x20 curl -i {gateway}/demo/orders/42    # 401 unauthenticated: no token\n\
+         \x20 curl -i {auth} -X DELETE {gateway}/demo/orders/42    # 403 insufficient_scope\n\
+         \x20 curl -i {auth} {gateway}/demo/nowhere    # 404 route_not_found\n\
+         \x20 curl -i {auth} -X PUT {gateway}/demo/hello    # 405 method_not_allowed\n\
          \x20 curl -s {admin}/readyz\n"
     )
 }

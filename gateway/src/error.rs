@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{ALLOW, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::body::{Body, json_response};
@@ -23,6 +23,24 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The request head (path and headers) exceeds the configured limit.
     HeadersTooLarge,
+    /// No credential was presented. Carries `WWW-Authenticate`.
+    Unauthenticated,
+    /// A credential was presented but does not establish a caller: unknown, wrong, expired,
+    /// revoked, or contradicted by `X-Client-ID`/`X-Profile-ID`. One answer for all of these,
+    /// so a caller learns nothing about which clients or profiles exist.
+    InvalidCredential,
+    /// The caller's client is deactivated.
+    ClientInactive,
+    /// The caller's profile is deactivated or past its expiry.
+    ProfileInactive,
+    /// The caller's source address is not in the profile's allowlist.
+    IpNotAllowed,
+    /// The profile is not granted this collection (or the collection is not offered in the
+    /// profile's environment).
+    ProductNotGranted,
+    /// The operation requires scopes the caller does not hold. Carries `WWW-Authenticate`
+    /// with `error="insufficient_scope"` and the required scopes.
+    InsufficientScope,
     /// The gateway could not connect to the upstream.
     UpstreamUnreachable,
     /// The upstream did not answer within the configured time.
@@ -36,12 +54,19 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::PayloadTooLarge,
         ErrorCode::HeadersTooLarge,
+        ErrorCode::Unauthenticated,
+        ErrorCode::InvalidCredential,
+        ErrorCode::ClientInactive,
+        ErrorCode::ProfileInactive,
+        ErrorCode::IpNotAllowed,
+        ErrorCode::ProductNotGranted,
+        ErrorCode::InsufficientScope,
         ErrorCode::UpstreamUnreachable,
         ErrorCode::UpstreamTimeout,
         ErrorCode::UpstreamError,
@@ -56,6 +81,13 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::InvalidCredential => "invalid_credential",
+            ErrorCode::ClientInactive => "client_inactive",
+            ErrorCode::ProfileInactive => "profile_inactive",
+            ErrorCode::IpNotAllowed => "ip_not_allowed",
+            ErrorCode::ProductNotGranted => "product_not_granted",
+            ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::UpstreamUnreachable => "upstream_unreachable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::UpstreamError => "upstream_error",
@@ -71,6 +103,12 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::Unauthenticated | ErrorCode::InvalidCredential => StatusCode::UNAUTHORIZED,
+            ErrorCode::ClientInactive
+            | ErrorCode::ProfileInactive
+            | ErrorCode::IpNotAllowed
+            | ErrorCode::ProductNotGranted
+            | ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
             ErrorCode::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
@@ -84,8 +122,8 @@ impl ErrorCode {
 pub struct GatewayError {
     pub code: ErrorCode,
     pub message: Cow<'static, str>,
-    /// For `method_not_allowed`: the methods the path accepts.
-    pub allow: Option<HeaderValue>,
+    /// Headers the answer carries, e.g. `Allow` or `WWW-Authenticate`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl GatewayError {
@@ -93,8 +131,14 @@ impl GatewayError {
         Self {
             code,
             message: message.into(),
-            allow: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a header to the answer.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// The response for this error: the catalogue's status and the one JSON body shape,
@@ -108,8 +152,8 @@ impl GatewayError {
             }
         });
         let mut response = json_response(self.code.status(), &body);
-        if let Some(allow) = self.allow {
-            response.headers_mut().insert(ALLOW, allow);
+        for (name, value) in self.headers {
+            response.headers_mut().append(name, value);
         }
         response
     }

@@ -3,7 +3,7 @@
 //! and `X-Request-ID` set, collection headers added) and sends it over pooled keep-alive
 //! connections with connect and response timeouts. Bodies stream in both directions.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,9 +52,13 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
+/// Prefix of the headers that tell the upstream who called. Never taken from the caller.
+pub const IDENTITY_PREFIX: &str = "x-portcullis-";
+
 /// Whether the gateway owns this header, so configuration may not set it upstream.
 pub fn is_reserved_header(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
+        || name.as_str().starts_with(IDENTITY_PREFIX)
         || *name == header::HOST
         || *name == header::CONTENT_LENGTH
         || *name == X_REQUEST_ID
@@ -91,7 +95,13 @@ impl UpstreamTarget {
             .authority()
             .ok_or_else(|| format!("'{url}' has no host"))?
             .clone();
-        if authority.port().is_some() && authority.port_u16().is_none_or(|p| p == 0) {
+        // `port_u16` is None both for "no port" and for one that does not parse; tell them apart
+        // by the text after the host (an IPv6 host is bracketed).
+        let after_host = authority
+            .as_str()
+            .rsplit_once(']')
+            .map_or(authority.as_str(), |(_, rest)| rest);
+        if after_host.contains(':') && authority.port_u16().is_none_or(|p| p == 0) {
             return Err(format!("'{url}' has an invalid port"));
         }
         if authority.as_str().contains('@') {
@@ -165,6 +175,8 @@ pub struct Outbound<'a> {
     pub target: &'a UpstreamTarget,
     /// Target path, already expanded and encoded.
     pub path: String,
+    /// `x-portcullis-*` headers describing the authenticated caller.
+    pub identity: &'a [(HeaderName, HeaderValue)],
     pub headers: &'a [(HeaderName, HeaderValue)],
     pub timeout: Option<Duration>,
     pub request_id: &'a HeaderValue,
@@ -210,6 +222,32 @@ impl Forwarder {
         }
     }
 
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The caller's address: the peer, or — when the peer is a trusted proxy — the nearest
+    /// untrusted address in `X-Forwarded-For`.
+    pub fn source_address(&self, headers: &HeaderMap, peer: Peer) -> IpAddr {
+        let peer_ip = peer.addr.ip().to_canonical();
+        if !self.is_trusted(peer_ip) {
+            return peer_ip;
+        }
+        let chain: Vec<IpAddr> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
+        chain
+            .into_iter()
+            .rev()
+            .find(|ip| !self.is_trusted(*ip))
+            .unwrap_or(peer_ip)
+    }
+
     /// Sends the caller's request upstream and returns the upstream's response, streaming.
     pub async fn send(
         &self,
@@ -226,11 +264,21 @@ impl Forwarder {
         let caller_version = parts.version;
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
-        let trusted = self
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&out.peer.addr.ip()));
+        let trusted = self.is_trusted(out.peer.addr.ip());
         set_forwarded(&mut headers, parts.uri.authority(), out.peer, trusted);
+        // The caller's credential stays here; upstreams learn who called from the gateway.
+        headers.remove(header::AUTHORIZATION);
+        let claimed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+            .cloned()
+            .collect();
+        for name in claimed {
+            headers.remove(name);
+        }
+        for (name, value) in out.identity {
+            headers.insert(name.clone(), value.clone());
+        }
         headers.insert(X_REQUEST_ID.clone(), out.request_id.clone());
         headers.insert(header::HOST, out.target.host_header());
         for (name, value) in out.headers {
@@ -375,6 +423,7 @@ mod tests {
             t.uri("/charges/1", Some("a=1")).unwrap().to_string(),
             "https://pay.internal:8443/v2/charges/1?a=1"
         );
+        assert!(UpstreamTarget::parse("http://[::1]:8080/x").is_ok());
         let root = UpstreamTarget::parse("http://10.0.0.1").unwrap();
         assert_eq!(
             root.uri("/x", None).unwrap().to_string(),
@@ -385,6 +434,12 @@ mod tests {
             "/relative",
             "http://user:pw@host",
             "http://h/?q=1",
+            "http://h/#x",
+            "http://h:99999",
+            "http://h:0",
+            "http://h:abc",
+            "http://h:",
+            "http://[::1]:70000",
             "nonsense url",
         ] {
             assert!(UpstreamTarget::parse(bad).is_err(), "{bad}");

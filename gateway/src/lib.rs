@@ -1,14 +1,17 @@
 //! Portcullis, an API gateway: one front door for apps and AI agents alike.
 //!
 //! A request's path through the code, in order: [`server`] accepts it, [`pipeline`] runs the
-//! stages — [`route`] (with [`route::normalize`]), then [`forward`] — against the current
-//! [`snapshot`], answering refusals from the [`error`] catalogue. The configuration is read by
+//! stages — [`route`] (with [`route::normalize`]), [`auth`], [`authz`], then [`forward`] —
+//! against the current [`snapshot`], answering refusals from the [`error`] catalogue. The configuration is read by
 //! [`config`] into the [`model`], kept by the [`store`], changed by [`plan`], and compiled into
 //! snapshots that a [`node`] follows.
 
 pub mod admin;
+pub mod auth;
+pub mod authz;
 pub mod body;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod forward;

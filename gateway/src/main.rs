@@ -6,7 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use portcullis::auth::token::TokenSecret;
 use portcullis::config::{self, Format};
+use portcullis::credentials;
+use portcullis::model::{ClientId, CredentialId, ProfileId};
 use portcullis::node::{self, NodeSettings};
 use portcullis::plan::{self, ApplyOptions};
 use portcullis::store::{Store, StoreLocation, assemble};
@@ -31,6 +36,15 @@ struct Cli {
         hide_env_values = true
     )]
     store: Option<String>,
+    /// Server secret keying API token hashes (at least 32 bytes); every node of a cluster needs
+    /// the same one. Defaults to DATA_DIR/token-secret, created on first use.
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_TOKEN_SECRET",
+        hide_env_values = true
+    )]
+    token_secret: Option<String>,
     /// Log format on standard error.
     #[arg(
         long,
@@ -77,8 +91,72 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// Issue, rotate or revoke a profile's credentials.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+    /// Show what a profile may do right now: its state, credentials and operations.
+    Access {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        profile: String,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum CredentialCommand {
+    /// Issue a new API token; it is printed once and never again.
+    Issue {
+        #[command(flatten)]
+        target: TokenTarget,
+    },
+    /// Issue a replacement token; the old one keeps working for the overlap, then expires.
+    Rotate {
+        #[command(flatten)]
+        target: TokenTarget,
+        /// The credential being replaced.
+        #[arg(long = "old")]
+        old: String,
+        /// How long the old token stays valid.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        overlap: Duration,
+    },
+    /// Revoke a credential; it stops working as soon as nodes load the new configuration.
+    Revoke {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        profile: String,
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct TokenTarget {
+    #[arg(long)]
+    client: String,
+    #[arg(long)]
+    profile: String,
+    /// Identifier of the new credential (default: `<profile>-<random>`).
+    #[arg(long)]
+    id: Option<String>,
+    /// Lifetime of the new token, e.g. `90d` (default: no expiry).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expires_in: Option<Duration>,
+}
+
+impl TokenTarget {
+    fn request(&self) -> credentials::TokenRequest {
+        credentials::TokenRequest {
+            client: ClientId(self.client.clone()),
+            profile: ProfileId(self.profile.clone()),
+            id: self.id.clone().map(CredentialId),
+            expires_in: self.expires_in,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -99,8 +177,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let location = || StoreLocation::resolve(cli.store.as_deref(), &cli.data_dir);
+    let secret = || TokenSecret::load(cli.token_secret.as_deref(), &cli.data_dir);
     match cli.command {
-        Command::Serve(settings) => node::run(*settings, location()?).await?,
+        Command::Serve(settings) => node::run(*settings, location()?, secret()?).await?,
         Command::Validate { file } => {
             let config = config::load_file(&file)?;
             println!(
@@ -143,9 +222,69 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             write_output(output.as_deref(), &text)?;
         }
+        Command::Credential(command) => {
+            let store = open(&location()?).await?;
+            match command {
+                CredentialCommand::Issue { target } => {
+                    let issued = credentials::issue(&store, &secret()?, &target.request()).await?;
+                    print_issued(&issued);
+                }
+                CredentialCommand::Rotate {
+                    target,
+                    old,
+                    overlap,
+                } => {
+                    let issued = credentials::rotate(
+                        &store,
+                        &secret()?,
+                        &target.request(),
+                        &CredentialId(old.clone()),
+                        overlap,
+                    )
+                    .await?;
+                    print_issued(&issued);
+                    println!(
+                        "The old credential {old} stays valid for {}.",
+                        humantime::format_duration(overlap)
+                    );
+                }
+                CredentialCommand::Revoke {
+                    client,
+                    profile,
+                    id,
+                } => {
+                    let version = credentials::revoke(
+                        &store,
+                        &ClientId(client),
+                        &ProfileId(profile),
+                        &CredentialId(id.clone()),
+                    )
+                    .await?;
+                    println!("Revoked {id} (configuration version {version}).");
+                }
+            }
+            store.close().await;
+        }
+        Command::Access { client, profile } => {
+            let store = open(&location()?).await?;
+            let text = credentials::describe_access(&store, &ClientId(client), &ProfileId(profile))
+                .await?;
+            print!("{text}");
+            store.close().await;
+        }
         Command::Version => println!("portcullis {}", env!("CARGO_PKG_VERSION")),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_issued(issued: &credentials::Issued) {
+    println!("Issued credential {}.", issued.credential);
+    if let Some(t) = issued.expires_at {
+        println!("Expires: {t}");
+    }
+    println!("Token (shown once; store it now):");
+    println!("{}", issued.token);
+    println!("(configuration version {})", issued.version);
 }
 
 async fn open(location: &StoreLocation) -> anyhow::Result<Store> {

@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{self, Health};
+use crate::auth::token::TokenSecret;
 use crate::demo;
 use crate::forward::{ForwardSettings, Forwarder};
-use crate::model::Environment;
 use crate::pipeline::{self, Gateway, PipelineSettings};
 use crate::plan::{self, ApplyOptions};
 use crate::server::{self, ConnectionLimits};
@@ -82,19 +82,30 @@ pub struct NodeSettings {
 }
 
 /// Runs a node until it is asked to stop.
-pub async fn run(settings: NodeSettings, location: StoreLocation) -> anyhow::Result<()> {
+pub async fn run(
+    settings: NodeSettings,
+    location: StoreLocation,
+    secret: TokenSecret,
+) -> anyhow::Result<()> {
     let store = Store::open(&location)
         .await
         .with_context(|| format!("cannot open the configuration store {}", location.display()))?;
 
-    if settings.demo {
+    // The demo gets a fresh token on every start: only its hash is stored, so an earlier
+    // one cannot be shown again.
+    let demo_token = if settings.demo {
         let upstream = demo::start_upstream()
             .await
             .context("cannot start the demo upstream")?;
-        plan::apply(&store, &demo::config(upstream), ApplyOptions::default())
+        let token = crate::auth::token::generate();
+        let config = demo::config(upstream, &secret.hash_hex(&token));
+        plan::apply(&store, &config, ApplyOptions::default())
             .await
             .context("cannot apply the demo configuration")?;
-    }
+        Some(token)
+    } else {
+        None
+    };
 
     let (version, records) = store.load().await?;
     let snapshot = Snapshot::compile(version, &assemble(&records)?)
@@ -117,8 +128,8 @@ pub async fn run(settings: NodeSettings, location: StoreLocation) -> anyhow::Res
             extra_roots,
             trusted_proxies: settings.trusted_proxies.clone(),
         }),
+        secret,
         settings: PipelineSettings {
-            default_environment: Environment(settings.default_environment.clone()),
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,
         },
@@ -185,8 +196,8 @@ pub async fn run(settings: NodeSettings, location: StoreLocation) -> anyhow::Res
     );
     println!("  gateway: {gateway_url}");
     println!("  admin:   {admin_url}");
-    if settings.demo {
-        print!("{}", demo::banner(&gateway_url, &admin_url));
+    if let Some(token) = &demo_token {
+        print!("{}", demo::banner(&gateway_url, &admin_url, token));
     }
 
     shutdown_signal().await;
@@ -241,6 +252,7 @@ async fn follow_changes(
             Refresh::Swapped(snapshot) => {
                 tracing::info!(version = snapshot.version, "configuration version active");
                 gateway.snapshot.replace(snapshot);
+                health.set_rejected_version(0);
                 health.set_store_reachable(true);
             }
             Refresh::Rejected { version, reason } => {

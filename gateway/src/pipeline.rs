@@ -5,23 +5,23 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::{ALLOW, CONTENT_LENGTH, HeaderName, HeaderValue};
+use time::OffsetDateTime;
+
+use crate::auth::{self, Caller, token::TokenSecret};
+use crate::authz;
 use http::{Request, Response};
 
 use crate::body::{self, Body, BoxError};
 use crate::error::{ErrorCode, GatewayError};
 use crate::forward::{Forwarder, Outbound, Peer, X_REQUEST_ID};
-use crate::model::Environment;
 use crate::route::Lookup;
 use crate::route::normalize::normalize;
 use crate::snapshot::SnapshotCell;
 
-/// Limits and defaults the pipeline applies to every request.
+/// Limits the pipeline applies to every request.
 #[derive(Clone, Debug)]
 pub struct PipelineSettings {
-    /// Environment whose upstream is used. (Replaced by the caller's profile once identity
-    /// establishes one.)
-    pub default_environment: Environment,
     pub max_body_bytes: usize,
     /// Limit on the request line and headers together.
     pub max_header_bytes: usize,
@@ -31,6 +31,7 @@ pub struct PipelineSettings {
 pub struct Gateway {
     pub snapshot: SnapshotCell,
     pub forwarder: Forwarder,
+    pub secret: TokenSecret,
     pub settings: PipelineSettings,
 }
 
@@ -73,8 +74,8 @@ where
 }
 
 /// The stages, in order. The order is the design: nothing is read from the body or sent
-/// upstream before the request is known to be well-formed and routed (and, as those stages
-/// arrive, authenticated, authorized and within its limits).
+/// upstream before the request is known to be well-formed, routed, authenticated and
+/// authorized (and, once the limiter arrives, within its limits).
 async fn run<B>(
     gw: &Gateway,
     peer: Peer,
@@ -104,23 +105,32 @@ where
                 .map(|m| m.as_str())
                 .collect::<Vec<_>>()
                 .join(", ");
-            let mut e = GatewayError::new(
+            let e = GatewayError::new(
                 ErrorCode::MethodNotAllowed,
                 format!("{} is not allowed here; allowed: {list}", req.method()),
             );
-            e.allow = HeaderValue::from_str(&list).ok();
-            return Err(e);
+            return Err(match HeaderValue::from_str(&list) {
+                Ok(allow) => e.with_header(ALLOW, allow),
+                Err(_) => e,
+            });
         }
         Lookup::NotFound => return Err(route_not_found()),
     };
     let collection = &snapshot.collections[route.collection];
     let operation = &collection.operations[route.operation];
 
-    // 4. The environment decides the upstream; a collection not offered there is not found.
-    let environment = &gw.settings.default_environment;
+    // 4. Authenticate: who is calling. Nothing about the caller is trusted before this.
+    let now = OffsetDateTime::now_utc();
+    let caller = auth::authenticate(&snapshot, &gw.secret, req.headers(), now)?;
+
+    // 5. Authorize: may this caller call this operation, from here, now.
+    let source = gw.forwarder.source_address(req.headers(), peer);
+    authz::authorize(caller, collection, operation, source, now)?;
+
+    // 6. The caller's environment chooses the upstream (authorization checked it is offered).
     let target = collection
         .upstreams
-        .get(environment)
+        .get(&caller.profile.environment)
         .ok_or_else(route_not_found)?;
     let upstream_headers = collection.headers.as_ref().map_err(|reason| {
         tracing::error!(collection = %collection.id, %reason, "collection cannot be forwarded");
@@ -130,7 +140,7 @@ where
         )
     })?;
 
-    // 5. Refuse a declared body over the limit before reading any of it; an undeclared one is
+    // 7. Refuse a declared body over the limit before reading any of it; an undeclared one is
     //    cut off as it streams.
     let declared = req
         .headers()
@@ -147,13 +157,15 @@ where
         ));
     }
 
-    // 6. Forward.
+    // 8. Forward, with the caller's identity (never its credential).
     let target_path = operation
         .target
         .expand(|name| route.param(name), route.rest());
+    let identity = identity_headers(caller);
     let out = Outbound {
         target,
         path: target_path,
+        identity: &identity,
         headers: upstream_headers,
         timeout: collection.upstream_timeout,
         request_id,
@@ -167,6 +179,24 @@ where
             body::limit_inbound(body, gw.settings.max_body_bytes),
         )
         .await
+}
+
+/// What the upstream is told about the caller.
+fn identity_headers(caller: Caller<'_>) -> Vec<(HeaderName, HeaderValue)> {
+    let profile = caller.profile;
+    let scopes = profile.scopes.join(" ");
+    [
+        ("x-portcullis-client", caller.client.id.as_str()),
+        ("x-portcullis-profile", profile.id.as_str()),
+        ("x-portcullis-environment", profile.environment.as_str()),
+        ("x-portcullis-partner", caller.client.partner.as_str()),
+        ("x-portcullis-credential", caller.credential.as_str()),
+        ("x-portcullis-scopes", scopes.as_str()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .filter_map(|(k, v)| Some((HeaderName::from_static(k), HeaderValue::from_str(v).ok()?)))
+    .collect()
 }
 
 fn route_not_found() -> GatewayError {

@@ -2,17 +2,23 @@
 //! loads one `Snapshot` and keeps it to the end; a configuration change builds a new one and
 //! swaps it in atomically, so the request path never reads the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::Method;
 use http::header::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+use time::OffsetDateTime;
 
+use crate::auth::token;
 use crate::config::env_ref;
 use crate::forward::UpstreamTarget;
-use crate::model::{CollectionId, Config, Environment, OperationId, Status};
+use crate::model::{
+    Client, ClientId, CollectionId, Config, CredentialId, CredentialKind, Environment, OperationId,
+    ProfileId, Status,
+};
 use crate::route::template::PathTemplate;
 use crate::route::{RouteConflict, RouteSpec, Router};
 
@@ -21,6 +27,39 @@ pub struct Snapshot {
     pub version: u64,
     pub collections: Vec<CompiledCollection>,
     pub router: Router,
+    pub clients: Vec<CompiledClient>,
+    /// API token hash → the credential it belongs to. Revoked tokens are not indexed.
+    pub tokens: HashMap<[u8; 32], TokenEntry>,
+}
+
+/// A client and its profiles.
+pub struct CompiledClient {
+    pub id: ClientId,
+    pub partner: String,
+    pub active: bool,
+    pub profiles: Vec<CompiledProfile>,
+}
+
+/// A profile's access contract, ready for authorization.
+pub struct CompiledProfile {
+    pub id: ProfileId,
+    pub environment: Environment,
+    pub collections: HashSet<CollectionId>,
+    /// Sorted and deduplicated.
+    pub scopes: Vec<String>,
+    pub quota_policy: Option<String>,
+    /// Empty: any address.
+    pub ip_allowlist: Vec<IpNet>,
+    pub active: bool,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Where an API token leads.
+pub struct TokenEntry {
+    pub client: usize,
+    pub profile: usize,
+    pub credential: CredentialId,
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// A published collection, ready to forward to.
@@ -38,6 +77,8 @@ pub struct CompiledCollection {
 /// A published operation.
 pub struct CompiledOperation {
     pub id: OperationId,
+    /// Scopes the caller must hold.
+    pub scopes: Vec<String>,
     pub methods: Vec<Method>,
     pub template: PathTemplate,
     pub target: PathTemplate,
@@ -51,6 +92,8 @@ pub enum CompileError {
         collection: CollectionId,
         message: String,
     },
+    #[error("client {client}: {message}")]
+    Client { client: ClientId, message: String },
     #[error("collection {collection}: {source}")]
     Conflict {
         collection: CollectionId,
@@ -96,6 +139,7 @@ impl Snapshot {
                     .map_err(|e| invalid(e.to_string()))?;
                 operations.push(CompiledOperation {
                     id: op.id.clone(),
+                    scopes: op.scopes.clone(),
                     methods,
                     template,
                     target,
@@ -124,12 +168,83 @@ impl Snapshot {
                 operations,
             });
         }
+        let mut clients = Vec::new();
+        let mut tokens = HashMap::new();
+        for (ci, client) in config.clients.iter().enumerate() {
+            clients.push(compile_client(ci, client, &mut tokens)?);
+        }
         Ok(Self {
             version,
             collections,
             router,
+            clients,
+            tokens,
         })
     }
+}
+
+fn compile_client(
+    index: usize,
+    client: &Client,
+    tokens: &mut HashMap<[u8; 32], TokenEntry>,
+) -> Result<CompiledClient, CompileError> {
+    let invalid = |message: String| CompileError::Client {
+        client: client.id.clone(),
+        message,
+    };
+    let mut profiles = Vec::new();
+    for (pi, p) in client.profiles.iter().enumerate() {
+        let ip_allowlist = p
+            .ip_allowlist
+            .iter()
+            .map(|e| {
+                e.parse::<IpNet>()
+                    .or_else(|_| e.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| invalid(format!("profile {}: bad ip_allowlist entry '{e}'", p.id)))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut scopes = p.scopes.clone();
+        scopes.sort();
+        scopes.dedup();
+        for cred in p.credentials.iter().filter(|c| c.revoked_at.is_none()) {
+            match &cred.kind {
+                CredentialKind::ApiToken { token_hash } => {
+                    let hash = token::parse_hash(token_hash).ok_or_else(|| {
+                        invalid(format!("credential {}: bad token_hash", cred.id))
+                    })?;
+                    tokens.insert(
+                        hash,
+                        TokenEntry {
+                            client: index,
+                            profile: pi,
+                            credential: cred.id.clone(),
+                            expires_at: cred.expires_at,
+                        },
+                    );
+                }
+                // Verified by mechanisms not built yet; never accepted until they are.
+                CredentialKind::Oidc { .. }
+                | CredentialKind::Mtls { .. }
+                | CredentialKind::SignedJwt { .. } => {}
+            }
+        }
+        profiles.push(CompiledProfile {
+            id: p.id.clone(),
+            environment: p.environment.clone(),
+            collections: p.collections.iter().cloned().collect(),
+            scopes,
+            quota_policy: p.quota_policy.clone(),
+            ip_allowlist,
+            active: p.active,
+            expires_at: p.expires_at,
+        });
+    }
+    Ok(CompiledClient {
+        id: client.id.clone(),
+        partner: client.partner.clone(),
+        active: client.active,
+        profiles,
+    })
 }
 
 fn resolve_headers(

@@ -70,7 +70,7 @@ fn redact(url: &str) -> String {
 pub enum StoreError {
     #[error("unsupported store URL '{0}' (use postgres://… or sqlite://PATH)")]
     BadUrl(String),
-    #[error("cannot create the data directory {path}: {source}")]
+    #[error("cannot create the data directory {path}")]
     DataDir {
         path: String,
         source: std::io::Error,

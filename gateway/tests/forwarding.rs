@@ -40,7 +40,7 @@ fn start(up: &Upstream, args: &[&str]) -> Node {
 async fn headers_query_and_target_rewrite() {
     let up = Upstream::start().await;
     let node = start(&up, &[]);
-    let client = reqwest::Client::new();
+    let client = node.http();
     let r = client
         .get(format!("{}/echo/items/a%20b?x=1&y=%2F&x=2", node.gateway))
         .header("connection", "keep-alive, x-hop-secret")
@@ -95,7 +95,8 @@ async fn headers_query_and_target_rewrite() {
 async fn a_trusted_proxy_keeps_its_forwarding_headers() {
     let up = Upstream::start().await;
     let node = start(&up, &["--trusted-proxies", "10.0.0.0/8,127.0.0.1"]);
-    let r = reqwest::Client::new()
+    let r = node
+        .http()
         .get(format!("{}/echo/search", node.gateway))
         .header("x-forwarded-for", "203.0.113.7")
         .header("x-forwarded-proto", "https")
@@ -125,7 +126,7 @@ async fn a_trusted_proxy_keeps_its_forwarding_headers() {
 async fn request_ids_are_kept_when_well_formed() {
     let up = Upstream::start().await;
     let node = start(&up, &[]);
-    let client = reqwest::Client::new();
+    let client = node.http();
     let r = client
         .get(format!("{}/echo/search", node.gateway))
         .header("x-request-id", "trace-42.abc")
@@ -162,7 +163,7 @@ async fn request_ids_are_kept_when_well_formed() {
 async fn large_bodies_stream_both_ways() {
     let up = Upstream::start().await;
     let node = start(&up, &["--max-body-bytes", "67108864"]);
-    let client = reqwest::Client::new();
+    let client = node.http();
     // 48 MiB up, sent in chunks without a Content-Length.
     let chunk = Bytes::from(vec![b'z'; 1024 * 1024]);
     let chunks = (0..48).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
@@ -203,7 +204,7 @@ async fn oversized_requests_are_refused() {
         &up,
         &["--max-body-bytes", "1024", "--max-header-bytes", "4096"],
     );
-    let client = reqwest::Client::new();
+    let client = node.http();
     // Declared length over the limit: refused before anything is sent upstream.
     let r = client
         .post(format!("{}/echo/items/1", node.gateway))
@@ -285,26 +286,39 @@ async fn upstream_failures_map_to_catalogue_codes() {
         ("/dead/x", 502, "upstream_unreachable"),
         ("/closing/x", 502, "upstream_error"),
         ("/slow/slow/2000", 504, "upstream_timeout"),
-        ("/prod-only/x", 404, "route_not_found"),
+        // Not offered in the tester's (sandbox) environment.
+        ("/prod-only/x", 403, "product_not_granted"),
         ("/misconfigured/x", 502, "upstream_misconfigured"),
     ];
     for (path, status, want) in cases {
-        let r = reqwest::get(format!("{gw}{path}")).await.unwrap();
+        let r = node.http().get(format!("{gw}{path}")).send().await.unwrap();
         assert_eq!(r.status().as_u16(), status, "{path}");
         let body = r.text().await.unwrap();
         assert_eq!(code(&body), want, "{path}");
         assert!(!body.contains("PORTCULLIS_TEST_UNSET_VARIABLE"), "{body}");
     }
     // Under the timeout, the slow upstream answers.
-    let r = reqwest::get(format!("{gw}/slow/slow/50")).await.unwrap();
+    let r = node
+        .http()
+        .get(format!("{gw}/slow/slow/50"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
-async fn the_default_environment_chooses_the_upstream() {
+async fn the_profile_environment_chooses_the_upstream() {
     let up = Upstream::start().await;
-    let node = start(&up, &["--default-environment", "production"]);
-    let r = reqwest::get(format!("{}/echo/search", node.gateway))
+    let node = Node::builder()
+        .config(&config(&up.url(), ""))
+        .env("PORTCULLIS_TEST_UPSTREAM_KEY", "k")
+        .tester_in("production")
+        .start();
+    let r = node
+        .http()
+        .get(format!("{}/echo/search", node.gateway))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -322,6 +336,7 @@ async fn http2_cleartext_and_tls_with_alpn() {
         .unwrap();
     let r = h2c
         .get(format!("{}/echo/search?q=1", node.gateway))
+        .bearer_auth(node.token.as_ref().unwrap())
         .send()
         .await
         .unwrap();
@@ -354,7 +369,13 @@ async fn http2_cleartext_and_tls_with_alpn() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let r = tls.get(format!("{url}/echo/search")).send().await.unwrap();
+    let token = node.token.clone().unwrap();
+    let r = tls
+        .get(format!("{url}/echo/search"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(up.last().header("x-forwarded-proto"), Some("https"));
@@ -363,7 +384,12 @@ async fn http2_cleartext_and_tls_with_alpn() {
         .http1_only()
         .build()
         .unwrap();
-    let r = h1.get(format!("{url}/echo/search")).send().await.unwrap();
+    let r = h1
+        .get(format!("{url}/echo/search"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
 }

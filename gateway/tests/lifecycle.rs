@@ -39,8 +39,9 @@ async fn the_demo_answers_the_curl_lines_it_prints() {
         outcomes,
         [
             "200",
-            "200",
             "201",
+            "401",
+            "403",
             "404",
             "405",
             r#"{"config_version":1,"status":"ready"}"#
@@ -48,8 +49,12 @@ async fn the_demo_answers_the_curl_lines_it_prints() {
         "{curls:#?}"
     );
 
-    // The demo answers with data that came from the demo upstream's sandbox environment.
-    let hello: serde_json::Value = reqwest::get(format!("{}/demo/hello", node.gateway))
+    // The demo answers with data from the demo upstream's sandbox environment, for the token
+    // it printed.
+    let hello: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/demo/hello", node.gateway))
+        .bearer_auth(demo_token(&node.stdout))
+        .send()
         .await
         .unwrap()
         .json()
@@ -58,20 +63,42 @@ async fn the_demo_answers_the_curl_lines_it_prints() {
     assert_eq!(hello["environment"], "sandbox");
 }
 
+/// The token a demo banner printed.
+fn demo_token(lines: &[String]) -> String {
+    lines
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("pcl_"))
+        .expect("the demo prints its token")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn restarting_the_demo_reuses_its_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let first = Node::builder().data_dir(dir.path()).arg("--demo").start();
     let v1 = first.ready().await["config_version"].as_u64().unwrap();
+    let first_banner = first.stdout.clone();
     drop(first);
     // A new demo upstream port means one new configuration version, nothing else.
     let second = Node::builder().data_dir(dir.path()).arg("--demo").start();
     let v2 = second.ready().await["config_version"].as_u64().unwrap();
     assert_eq!(v2, v1 + 1);
-    let r = reqwest::get(format!("{}/demo/orders/7", second.gateway))
+    let r = reqwest::Client::new()
+        .get(format!("{}/demo/orders/7", second.gateway))
+        .bearer_auth(demo_token(&second.stdout))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The first run's token was replaced.
+    let r = reqwest::Client::new()
+        .get(format!("{}/demo/orders/7", second.gateway))
+        .bearer_auth(demo_token(&first_banner))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 #[tokio::test]
@@ -108,8 +135,9 @@ async fn shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
         .arg("10s")
         .start();
     let url = format!("{}/slow/slow/1500", node.gateway);
+    let http = node.http();
     let in_flight = tokio::spawn(async move {
-        let r = reqwest::get(url).await.unwrap();
+        let r = http.get(url).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     });
     // Let the request reach the upstream, then ask the node to stop.

@@ -48,7 +48,7 @@ async fn traversal_and_encoding_tricks_are_refused() {
         "/public/files/..%3B/admin/secrets",
     ];
     for path in refused {
-        let (status, body) = raw_request(&node.gateway, path, "GET").await;
+        let (status, body) = raw_request(&node, path, "GET").await;
         assert_eq!(status, 400, "{path}: {body}");
         assert_eq!(code(&body), "bad_request", "{path}");
     }
@@ -94,7 +94,7 @@ async fn values_stay_inside_their_segment() {
         ),
     ];
     for (path, want) in cases {
-        let (status, body) = raw_request(&node.gateway, path, "GET").await;
+        let (status, body) = raw_request(&node, path, "GET").await;
         assert_eq!(status, 200, "{path}: {body}");
         assert_eq!(up.last().target, want, "{path}");
     }
@@ -105,7 +105,7 @@ async fn values_stay_inside_their_segment() {
         "/%61dmin/secrets",
         "//admin//secrets",
     ] {
-        let (status, body) = raw_request(&node.gateway, path, "GET").await;
+        let (status, body) = raw_request(&node, path, "GET").await;
         assert_eq!(
             (status, code(&body).as_str()),
             (404, "route_not_found"),
@@ -123,7 +123,7 @@ async fn values_stay_inside_their_segment() {
 async fn non_origin_form_targets_are_refused() {
     let up = Upstream::start().await;
     let node = Node::with_config(&config(&up.url()));
-    let (status, body) = raw_request(&node.gateway, "*", "OPTIONS").await;
+    let (status, body) = raw_request(&node, "*", "OPTIONS").await;
     assert_eq!((status, code(&body).as_str()), (400, "bad_request"));
     assert!(up.seen().is_empty());
 }

@@ -5,8 +5,8 @@ mod support;
 
 use support::{Node, Upstream, code};
 
-async fn get(url: String) -> (u16, String) {
-    let r = reqwest::get(url).await.unwrap();
+async fn get(node: &Node, url: String) -> (u16, String) {
+    let r = node.http().get(url).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
@@ -55,15 +55,16 @@ async fn prefixes_templates_and_wildcards() {
     let node = Node::with_config(&catalogue(&up.url()));
     let gw = &node.gateway;
 
-    let (s, b) = get(format!("{gw}/pay/charges")).await;
+    let (s, b) = get(&node, format!("{gw}/pay/charges")).await;
     assert_eq!((s, target(&b).as_str()), (200, "/pay-v1/charges"));
-    let (s, b) = get(format!("{gw}/pay/charges/ch_1")).await;
+    let (s, b) = get(&node, format!("{gw}/pay/charges/ch_1")).await;
     assert_eq!((s, target(&b).as_str()), (200, "/pay-v1/charges/ch_1"));
     // A literal segment beats a parameter.
-    let (s, b) = get(format!("{gw}/pay/charges/export")).await;
+    let (s, b) = get(&node, format!("{gw}/pay/charges/export")).await;
     assert_eq!((s, target(&b).as_str()), (200, "/pay-v1/charges/export"));
     // Target rewrite with the parameter substituted.
-    let r = reqwest::Client::new()
+    let r = node
+        .http()
         .post(format!("{gw}/pay/charges/ch_9/refunds"))
         .send()
         .await
@@ -71,20 +72,20 @@ async fn prefixes_templates_and_wildcards() {
     assert_eq!(r.status(), 200);
     assert_eq!(target(&r.text().await.unwrap()), "/pay-v1/refunds/ch_9");
     // The longest base path wins; the wildcard carries the rest of the path.
-    let (s, b) = get(format!("{gw}/pay/v2/files/a/b/c.txt")).await;
+    let (s, b) = get(&node, format!("{gw}/pay/v2/files/a/b/c.txt")).await;
     assert_eq!((s, target(&b).as_str()), (200, "/pay-v2/blobs/a/b/c.txt"));
-    let (s, b) = get(format!("{gw}/pay/v2/files")).await;
+    let (s, b) = get(&node, format!("{gw}/pay/v2/files")).await;
     assert_eq!((s, target(&b).as_str()), (200, "/pay-v2/blobs"));
     // Base paths match whole segments only.
-    let (s, b) = get(format!("{gw}/payments/charges")).await;
+    let (s, b) = get(&node, format!("{gw}/payments/charges")).await;
     assert_eq!((s, code(&b).as_str()), (404, "route_not_found"));
     // Under /pay/v2 there is no /charges: no fallback to the shorter /pay.
-    let (s, b) = get(format!("{gw}/pay/v2/charges")).await;
+    let (s, b) = get(&node, format!("{gw}/pay/v2/charges")).await;
     assert_eq!((s, code(&b).as_str()), (404, "route_not_found"));
     // Trailing slashes are significant for operations.
-    let (s, _) = get(format!("{gw}/pay/charges/")).await;
+    let (s, _) = get(&node, format!("{gw}/pay/charges/")).await;
     assert_eq!(s, 404);
-    let (s, b) = get(format!("{gw}/nothing/here")).await;
+    let (s, b) = get(&node, format!("{gw}/nothing/here")).await;
     assert_eq!((s, code(&b).as_str()), (404, "route_not_found"));
 }
 
@@ -92,7 +93,7 @@ async fn prefixes_templates_and_wildcards() {
 async fn method_mismatch_is_405_with_allow() {
     let up = Upstream::start().await;
     let node = Node::with_config(&catalogue(&up.url()));
-    let client = reqwest::Client::new();
+    let client = node.http();
     let r = client
         .put(format!("{}/pay/charges/ch_1", node.gateway))
         .send()
@@ -130,11 +131,11 @@ async fn method_mismatch_is_405_with_allow() {
 async fn drafts_are_not_routed() {
     let up = Upstream::start().await;
     let node = Node::with_config(&catalogue(&up.url()));
-    let (s, b) = get(format!("{}/hidden/x", node.gateway)).await;
+    let (s, b) = get(&node, format!("{}/hidden/x", node.gateway)).await;
     assert_eq!((s, code(&b).as_str()), (404, "route_not_found"));
-    let (s, _) = get(format!("{}/partly/live", node.gateway)).await;
+    let (s, _) = get(&node, format!("{}/partly/live", node.gateway)).await;
     assert_eq!(s, 200);
-    let (s, b) = get(format!("{}/partly/soon", node.gateway)).await;
+    let (s, b) = get(&node, format!("{}/partly/soon", node.gateway)).await;
     assert_eq!((s, code(&b).as_str()), (404, "route_not_found"));
     assert!(
         up.seen()
@@ -147,7 +148,7 @@ async fn drafts_are_not_routed() {
 async fn a_configuration_change_takes_effect_on_the_next_request() {
     let up = Upstream::start().await;
     let node = Node::with_config(&catalogue(&up.url()));
-    let (s, _) = get(format!("{}/hidden/x", node.gateway)).await;
+    let (s, _) = get(&node, format!("{}/hidden/x", node.gateway)).await;
     assert_eq!(s, 404);
 
     // Publish the draft collection and retarget /pay, through the CLI, while serving.
@@ -156,9 +157,9 @@ async fn a_configuration_change_takes_effect_on_the_next_request() {
         .replace("/pay-v1", "/pay-v1-moved");
     node.apply(&changed).await;
 
-    let (s, b) = get(format!("{}/hidden/x", node.gateway)).await;
+    let (s, b) = get(&node, format!("{}/hidden/x", node.gateway)).await;
     assert_eq!((s, target(&b).as_str()), (200, "/hidden/x"));
-    let (s, b) = get(format!("{}/pay/charges", node.gateway)).await;
+    let (s, b) = get(&node, format!("{}/pay/charges", node.gateway)).await;
     assert_eq!((s, target(&b).as_str()), (200, "/pay-v1-moved/charges"));
 
     // Removing an operation removes its route.
@@ -167,7 +168,7 @@ async fn a_configuration_change_takes_effect_on_the_next_request() {
         "",
     );
     node.apply(&removed).await;
-    let (s, b) = get(format!("{}/pay/charges/export", node.gateway)).await;
+    let (s, b) = get(&node, format!("{}/pay/charges/export", node.gateway)).await;
     // Now the parameter route answers instead of the removed literal one.
     assert_eq!(
         (s, target(&b).as_str()),

@@ -162,7 +162,10 @@ async fn a_node_serves_from_postgres_and_follows_changes() {
         "{:?}",
         node.stdout
     );
-    let r = reqwest::get(format!("{}/pg/one", node.gateway))
+    let r = node
+        .http()
+        .get(format!("{}/pg/one", node.gateway))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -175,7 +178,10 @@ async fn a_node_serves_from_postgres_and_follows_changes() {
         "      - { id: one, methods: [GET], path: /one }\n      - { id: two, methods: [GET], path: /two }\n",
     );
     node.apply(&yaml2).await;
-    let r = reqwest::get(format!("{}/pg/two", node.gateway))
+    let r = node
+        .http()
+        .get(format!("{}/pg/two", node.gateway))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);

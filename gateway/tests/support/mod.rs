@@ -172,6 +172,9 @@ pub fn closed_port() -> SocketAddr {
 /// A running `portcullis serve` process.
 pub struct Node {
     child: Child,
+    /// An API token of the `tester` client, granted every collection of the initial
+    /// configuration in its sandbox environment with every scope its operations require.
+    pub token: Option<String>,
     pub gateway: String,
     pub admin: String,
     pub stdout: Vec<String>,
@@ -187,6 +190,7 @@ pub struct NodeBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     config: Option<String>,
+    tester_environment: Option<String>,
 }
 
 impl Node {
@@ -197,12 +201,55 @@ impl Node {
             args: Vec::new(),
             env: Vec::new(),
             config: None,
+            tester_environment: Some("sandbox".to_owned()),
         }
     }
 
     /// A node on a fresh SQLite store with `config` applied before it starts.
     pub fn with_config(yaml: &str) -> Self {
         Self::builder().config(yaml).start()
+    }
+
+    /// An HTTP client that sends the tester's token.
+    pub fn http(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            headers.insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
+
+    /// GET with the tester's token.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http()
+            .get(format!("{}{path}", self.gateway))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Issues a token through the CLI, waits until this node accepts it, and returns it.
+    pub async fn issue_token(&self, client: &str, profile: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "credential",
+            "issue",
+            "--client",
+            client,
+            "--profile",
+            profile,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "issue failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_for_version(printed_version(&out)).await;
+        token_in(&out)
     }
 
     pub fn pid(&self) -> u32 {
@@ -309,6 +356,18 @@ impl NodeBuilder {
         self
     }
 
+    /// The environment of the tester's profile (default sandbox).
+    pub fn tester_in(mut self, environment: &str) -> Self {
+        self.tester_environment = Some(environment.to_owned());
+        self
+    }
+
+    /// No tester client: the configuration is applied as given.
+    pub fn without_tester(mut self) -> Self {
+        self.tester_environment = None;
+        self
+    }
+
     pub fn start(self) -> Node {
         let (tmp, data_dir) = match self.data_dir {
             Some(d) => (None, d),
@@ -318,20 +377,40 @@ impl NodeBuilder {
                 (Some(t), d)
             }
         };
+        let mut token = None;
         if let Some(yaml) = &self.config {
+            let yaml = match &self.tester_environment {
+                Some(env) => with_tester(yaml, env),
+                None => yaml.clone(),
+            };
             let file = data_dir.join("initial.yaml");
             std::fs::create_dir_all(&data_dir).unwrap();
             std::fs::write(&file, yaml).unwrap();
-            let out = cli(
-                &data_dir,
-                self.store.as_deref(),
-                &["apply", "-f", file.to_str().unwrap()],
-            );
+            let store = self.store.as_deref();
+            let out = cli(&data_dir, store, &["apply", "-f", file.to_str().unwrap()]);
             assert!(
                 out.status.success(),
                 "apply failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            if let Some(env) = &self.tester_environment {
+                let profile = format!("tester-{env}");
+                let args = [
+                    "credential",
+                    "issue",
+                    "--client",
+                    "tester",
+                    "--profile",
+                    &profile,
+                ];
+                let out = cli(&data_dir, store, &args);
+                assert!(
+                    out.status.success(),
+                    "issue failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                token = Some(token_in(&out));
+            }
         }
         let mut cmd = Command::new(BIN);
         cmd.arg("--data-dir").arg(&data_dir);
@@ -382,6 +461,7 @@ impl NodeBuilder {
         seen.extend(rest.lock().unwrap().iter().cloned());
         Node {
             child,
+            token,
             gateway: gateway.expect("no gateway address printed"),
             admin: admin.unwrap(),
             stdout: seen,
@@ -390,6 +470,51 @@ impl NodeBuilder {
             _tmp: tmp,
         }
     }
+}
+
+/// The token printed by `credential issue` or `rotate`.
+pub fn token_in(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("pcl_"))
+        .unwrap_or_else(|| panic!("no token in {:?}", String::from_utf8_lossy(&out.stdout)))
+        .to_owned()
+}
+
+/// Adds a `tester` client whose profile in `environment` is granted every collection offered
+/// there, with every scope their operations require.
+pub fn with_tester(yaml: &str, environment: &str) -> String {
+    use portcullis::model::*;
+    let mut config: Config = serde_saphyr::from_str(yaml).expect("test YAML parses");
+    let env = Environment(environment.to_owned());
+    let granted: Vec<CollectionId> = config
+        .collections
+        .iter()
+        .filter(|c| c.upstreams.contains_key(&env))
+        .map(|c| c.id.clone())
+        .collect();
+    let mut scopes: Vec<String> = config
+        .collections
+        .iter()
+        .flat_map(|c| c.operations.iter().flat_map(|o| o.scopes.clone()))
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    let profile = serde_json::json!({
+        "id": format!("tester-{environment}"),
+        "environment": environment,
+        "collections": granted,
+        "scopes": scopes,
+    });
+    config.clients.push(
+        serde_json::from_value(serde_json::json!({
+            "id": "tester",
+            "partner": "qa",
+            "profiles": [profile],
+        }))
+        .unwrap(),
+    );
+    serde_saphyr::to_string(&config).unwrap()
 }
 
 /// Runs `portcullis` with the given data directory and store.
@@ -411,12 +536,17 @@ pub fn collection(id: &str, base: &str, upstream: &str, operations: &str) -> Str
 
 /// Sends raw bytes as one HTTP/1.1 request and returns the status and body. For paths that a
 /// URL library would normalise before sending.
-pub async fn raw_request(gateway: &str, request_line_target: &str, method: &str) -> (u16, String) {
+pub async fn raw_request(node: &Node, request_line_target: &str, method: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = gateway.trim_start_matches("http://");
+    let addr = node.gateway.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = node
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "{method} {request_line_target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {request_line_target} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();

@@ -1,0 +1,323 @@
+//! Credential lifecycle on the store: issue an API token (shown once), rotate it with an
+//! overlap, revoke it, and describe a profile's effective access. Each change is one
+//! configuration version, made through the same apply path as a file.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use rand::RngExt;
+use time::OffsetDateTime;
+
+use crate::auth::token::{self, TokenSecret};
+use crate::model::{
+    Client, ClientId, Config, Credential, CredentialId, CredentialKind, ProfileId, Status,
+};
+use crate::plan::{self, ApplyError, ApplyOptions};
+use crate::store::{Store, StoreError, assemble};
+
+/// Why a credential command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("no profile '{profile}' for client '{client}'")]
+    NoProfile {
+        client: ClientId,
+        profile: ProfileId,
+    },
+    #[error("no credential '{0}' in that profile")]
+    NoCredential(CredentialId),
+    #[error("credential '{0}' is not an API token")]
+    NotAToken(CredentialId),
+    #[error("credential '{0}' already exists")]
+    Exists(CredentialId),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A newly issued token: the secret (to show once) and where it lives.
+#[derive(Debug)]
+pub struct Issued {
+    pub credential: CredentialId,
+    pub token: String,
+    pub expires_at: Option<OffsetDateTime>,
+    pub version: u64,
+}
+
+/// Where to issue a token.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub client: ClientId,
+    pub profile: ProfileId,
+    /// Defaults to `<profile>-<8 random characters>`.
+    pub id: Option<CredentialId>,
+    pub expires_in: Option<Duration>,
+}
+
+/// Issues a new API token for a profile.
+pub async fn issue(
+    store: &Store,
+    secret: &TokenSecret,
+    req: &TokenRequest,
+) -> Result<Issued, CredentialError> {
+    let (credential, token) = new_token(secret, req);
+    let id = credential.id.clone();
+    let expires_at = credential.expires_at;
+    let version = change(store, &req.client, &req.profile, |creds| {
+        if creds.iter().any(|c| c.id == id) {
+            return Err(CredentialError::Exists(id.clone()));
+        }
+        creds.push(credential);
+        Ok(())
+    })
+    .await?;
+    Ok(Issued {
+        credential: id,
+        token,
+        expires_at,
+        version,
+    })
+}
+
+/// A new token and the credential that stores its hash.
+fn new_token(secret: &TokenSecret, req: &TokenRequest) -> (Credential, String) {
+    let token = token::generate();
+    let id = req.id.clone().unwrap_or_else(|| {
+        let suffix: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(8)
+            .map(|b| char::from(b).to_ascii_lowercase())
+            .collect();
+        CredentialId(format!("{}-{suffix}", req.profile))
+    });
+    let credential = Credential {
+        id,
+        kind: CredentialKind::ApiToken {
+            token_hash: secret.hash_hex(&token),
+        },
+        expires_at: req.expires_in.map(|d| OffsetDateTime::now_utc() + d),
+        revoked_at: None,
+    };
+    (credential, token)
+}
+
+/// Issues a replacement token and lets the old one live for `overlap` more (never longer than
+/// it already would), so callers can switch without an outage.
+pub async fn rotate(
+    store: &Store,
+    secret: &TokenSecret,
+    req: &TokenRequest,
+    old: &CredentialId,
+    overlap: Duration,
+) -> Result<Issued, CredentialError> {
+    let now = OffsetDateTime::now_utc();
+    let (new, token) = new_token(secret, req);
+    let id = new.id.clone();
+    let expires_at = new.expires_at;
+    let version = change(store, &req.client, &req.profile, |creds| {
+        if creds.iter().any(|c| c.id == id) {
+            return Err(CredentialError::Exists(id.clone()));
+        }
+        let current = creds
+            .iter_mut()
+            .find(|c| &c.id == old)
+            .ok_or_else(|| CredentialError::NoCredential(old.clone()))?;
+        if !matches!(current.kind, CredentialKind::ApiToken { .. }) {
+            return Err(CredentialError::NotAToken(old.clone()));
+        }
+        let end = now + overlap;
+        current.expires_at = Some(current.expires_at.map_or(end, |t| t.min(end)));
+        creds.push(new);
+        Ok(())
+    })
+    .await?;
+    Ok(Issued {
+        credential: id,
+        token,
+        expires_at,
+        version,
+    })
+}
+
+/// Revokes a credential at once; returns the new configuration version.
+pub async fn revoke(
+    store: &Store,
+    client: &ClientId,
+    profile: &ProfileId,
+    id: &CredentialId,
+) -> Result<u64, CredentialError> {
+    let now = OffsetDateTime::now_utc();
+    change(store, client, profile, |creds| {
+        let c = creds
+            .iter_mut()
+            .find(|c| &c.id == id)
+            .ok_or_else(|| CredentialError::NoCredential(id.clone()))?;
+        c.revoked_at.get_or_insert(now);
+        Ok(())
+    })
+    .await
+}
+
+/// Applies an edit to one profile's credentials as a new configuration version.
+async fn change(
+    store: &Store,
+    client_id: &ClientId,
+    profile_id: &ProfileId,
+    edit: impl FnOnce(&mut Vec<Credential>) -> Result<(), CredentialError>,
+) -> Result<u64, CredentialError> {
+    let (_, records) = store.load().await?;
+    let mut client = find_client(&assemble(&records)?, client_id, profile_id)?;
+    let profile = client
+        .profiles
+        .iter_mut()
+        .find(|p| &p.id == profile_id)
+        .expect("find_client checked the profile");
+    edit(&mut profile.credentials)?;
+    let file = Config {
+        collections: Vec::new(),
+        clients: vec![client],
+    };
+    Ok(plan::apply(store, &file, ApplyOptions::default())
+        .await?
+        .version)
+}
+
+fn find_client(
+    config: &Config,
+    client: &ClientId,
+    profile: &ProfileId,
+) -> Result<Client, CredentialError> {
+    config
+        .clients
+        .iter()
+        .find(|c| &c.id == client && c.profiles.iter().any(|p| &p.id == profile))
+        .cloned()
+        .ok_or_else(|| CredentialError::NoProfile {
+            client: client.clone(),
+            profile: profile.clone(),
+        })
+}
+
+/// A readable account of what a profile may do right now: its state, its credentials, and
+/// every published operation of its granted collections with whether its scopes suffice.
+pub async fn describe_access(
+    store: &Store,
+    client_id: &ClientId,
+    profile_id: &ProfileId,
+) -> Result<String, CredentialError> {
+    let (version, records) = store.load().await?;
+    let config = assemble(&records)?;
+    let client = find_client(&config, client_id, profile_id)?;
+    let p = client
+        .profiles
+        .iter()
+        .find(|p| &p.id == profile_id)
+        .expect("find_client checked the profile");
+    let now = OffsetDateTime::now_utc();
+    let mut out = String::new();
+    let state = |active: bool| if active { "active" } else { "DEACTIVATED" };
+    let _ = writeln!(
+        out,
+        "client   {} ({}){}",
+        client.id,
+        state(client.active),
+        partner(&client.partner)
+    );
+    let expiry = match p.expires_at {
+        Some(t) if t <= now => format!(", EXPIRED at {t}"),
+        Some(t) => format!(", expires {t}"),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "profile  {} in {} ({}{expiry})",
+        p.id,
+        p.environment,
+        state(p.active)
+    );
+    let _ = writeln!(out, "scopes   {}", list(&p.scopes));
+    let _ = writeln!(
+        out,
+        "sources  {}",
+        if p.ip_allowlist.is_empty() {
+            "any address".to_owned()
+        } else {
+            p.ip_allowlist.join(", ")
+        }
+    );
+    if let Some(policy) = &p.quota_policy {
+        let _ = writeln!(out, "quota    {policy}");
+    }
+    let _ = writeln!(out, "credentials:");
+    if p.credentials.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for c in &p.credentials {
+        let kind = match c.kind {
+            CredentialKind::ApiToken { .. } => "api_token",
+            CredentialKind::Oidc { .. } => "oidc (not yet accepted)",
+            CredentialKind::Mtls { .. } => "mtls (not yet accepted)",
+            CredentialKind::SignedJwt { .. } => "signed_jwt (not yet accepted)",
+        };
+        let status = match (c.revoked_at, c.expires_at) {
+            (Some(t), _) => format!("revoked {t}"),
+            (None, Some(t)) if t <= now => format!("expired {t}"),
+            (None, Some(t)) => format!("valid until {t}"),
+            (None, None) => "valid".to_owned(),
+        };
+        let _ = writeln!(out, "  {} {kind}: {status}", c.id);
+    }
+    let _ = writeln!(out, "operations (configuration version {version}):");
+    for granted in &p.collections {
+        let Some(c) = config.collections.iter().find(|c| &c.id == granted) else {
+            continue;
+        };
+        if c.status != Status::Published || !c.upstreams.contains_key(&p.environment) {
+            let _ = writeln!(out, "  {} — not offered in {}", c.id, p.environment);
+            continue;
+        }
+        for op in c
+            .operations
+            .iter()
+            .filter(|o| o.status == Status::Published)
+        {
+            let missing: Vec<&str> = op
+                .scopes
+                .iter()
+                .filter(|s| !p.scopes.contains(s))
+                .map(String::as_str)
+                .collect();
+            let verdict = if missing.is_empty() {
+                "allowed".to_owned()
+            } else {
+                format!("DENIED: missing scopes {}", missing.join(" "))
+            };
+            let _ = writeln!(
+                out,
+                "  {:<7} {}{}  {}.{}  {verdict}",
+                op.methods.join(","),
+                c.base_path.trim_end_matches('/'),
+                op.path,
+                c.id,
+                op.id
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn partner(p: &str) -> String {
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!(", partner {p}")
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".to_owned()
+    } else {
+        items.join(" ")
+    }
+}
