@@ -2,15 +2,19 @@
 //! request presents. Every way of failing that is not "no credential at all" gives the same
 //! `invalid_credential`, so a caller learns nothing about which clients or profiles exist.
 
+pub mod jwt;
 pub mod token;
+
+use std::borrow::Cow;
 
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::error::{ErrorCode, GatewayError};
 use crate::model::CredentialId;
-use crate::snapshot::{CompiledClient, CompiledProfile, Snapshot};
+use crate::snapshot::{CompiledClient, CompiledProfile, Snapshot, TokenEntry};
 
 use self::token::TokenSecret;
 
@@ -20,17 +24,27 @@ pub static X_CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
 pub static X_PROFILE_ID: HeaderName = HeaderName::from_static("x-profile-id");
 
 /// An authenticated caller, borrowed from the snapshot the request holds.
-#[derive(Clone, Copy)]
 pub struct Caller<'s> {
     pub client: &'s CompiledClient,
     pub profile: &'s CompiledProfile,
     pub credential: &'s CredentialId,
+    /// The scopes this request may use: the profile's, narrowed to the token's own for an
+    /// OIDC token. Sorted.
+    pub scopes: Cow<'s, [String]>,
+    /// The token's subject (`sub`), for OIDC tokens.
+    pub subject: Option<String>,
+}
+
+/// What authentication needs besides the snapshot.
+pub struct Verifiers {
+    pub secret: TokenSecret,
+    pub key_sets: jwt::KeySets,
 }
 
 /// Finds the caller for a request's headers.
-pub fn authenticate<'s>(
+pub async fn authenticate<'s>(
     snapshot: &'s Snapshot,
-    secret: &TokenSecret,
+    verifiers: &Verifiers,
     headers: &HeaderMap,
     now: OffsetDateTime,
 ) -> Result<Caller<'s>, GatewayError> {
@@ -45,18 +59,12 @@ pub fn authenticate<'s>(
         ));
     };
     let token = bearer(value).ok_or_else(invalid)?;
-    if !token::is_well_formed(token) {
-        return Err(invalid());
-    }
-    let hash = secret.hash(token);
-    // The index is keyed by the hash itself; the explicit constant-time comparison keeps the
-    // final check independent of how the map compares keys.
-    let entry = snapshot
-        .tokens
-        .get_key_value(&hash)
-        .filter(|(stored, _)| token::hashes_equal(stored, &hash))
-        .map(|(_, entry)| entry)
-        .ok_or_else(invalid)?;
+    let caller = if token.starts_with(token::PREFIX) {
+        api_token(snapshot, &verifiers.secret, token)?
+    } else {
+        oidc_token(snapshot, &verifiers.key_sets, token).await?
+    };
+    let (entry, scopes, subject) = caller;
     if entry.expires_at.is_some_and(|t| t <= now) {
         return Err(invalid());
     }
@@ -80,7 +88,87 @@ pub fn authenticate<'s>(
         client,
         profile,
         credential: &entry.credential,
+        scopes: match scopes {
+            None => Cow::Borrowed(&profile.scopes),
+            Some(granted) => Cow::Owned(
+                profile
+                    .scopes
+                    .iter()
+                    .filter(|s| granted.contains(s))
+                    .cloned()
+                    .collect(),
+            ),
+        },
+        subject,
     })
+}
+
+/// What a credential established: whose it is, the token's own scopes (if it carries any
+/// notion of them), and its subject.
+type Established<'s> = (&'s TokenEntry, Option<Vec<String>>, Option<String>);
+
+fn api_token<'s>(
+    snapshot: &'s Snapshot,
+    secret: &TokenSecret,
+    token: &str,
+) -> Result<Established<'s>, GatewayError> {
+    if !token::is_well_formed(token) {
+        return Err(invalid());
+    }
+    let hash = secret.hash(token);
+    // The index is keyed by the hash itself; the explicit constant-time comparison keeps the
+    // final check independent of how the map compares keys.
+    let entry = snapshot
+        .tokens
+        .get_key_value(&hash)
+        .filter(|(stored, _)| token::hashes_equal(stored, &hash))
+        .map(|(_, entry)| entry)
+        .ok_or_else(invalid)?;
+    Ok((entry, None, None))
+}
+
+async fn oidc_token<'s>(
+    snapshot: &'s Snapshot,
+    key_sets: &jwt::KeySets,
+    token: &str,
+) -> Result<Established<'s>, GatewayError> {
+    let verified = key_sets
+        .verify(snapshot, token)
+        .await
+        .map_err(|e| match e {
+            jwt::JwtError::Invalid => invalid(),
+            jwt::JwtError::Unavailable => GatewayError::new(
+                ErrorCode::IdentityUnavailable,
+                "the identity provider cannot be reached to verify this token; retry later",
+            ),
+        })?;
+    let claims = &verified.claims;
+    let claim = |name: &str| match claims.get(name) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
+        Some(Value::Null | Value::Array(_) | Value::Object(_)) | None => None,
+    };
+    let binding = snapshot
+        .oidc_bindings
+        .iter()
+        .find(|b| {
+            b.provider == verified.provider
+                && b.claims.iter().all(|(k, v)| claim(k).as_deref() == Some(v))
+        })
+        .ok_or_else(invalid)?;
+    // `scope` (RFC 8693/9068: space-separated) or `scp` (a list, as some providers send).
+    let scopes: Vec<String> = match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => {
+            s.split_whitespace().map(str::to_owned).collect()
+        }
+        (None, Some(Value::Array(items))) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok((&binding.entry, Some(scopes), claim("sub")))
 }
 
 /// The token in `Bearer <token>` (scheme case-insensitive, RFC 9110 §11.1).

@@ -13,7 +13,7 @@ use crate::snapshot::{CompiledCollection, CompiledOperation};
 
 /// Checks that `caller` may call `operation` of `collection` from `source`.
 pub fn authorize(
-    caller: Caller<'_>,
+    caller: &Caller<'_>,
     collection: &CompiledCollection,
     operation: &CompiledOperation,
     source: IpAddr,
@@ -59,7 +59,7 @@ pub fn authorize(
     let missing: Vec<&str> = operation
         .scopes
         .iter()
-        .filter(|s| profile.scopes.binary_search(s).is_err())
+        .filter(|s| caller.scopes.binary_search(s).is_err())
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {

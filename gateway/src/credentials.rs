@@ -174,8 +174,8 @@ async fn change(
         .expect("find_client checked the profile");
     edit(&mut profile.credentials)?;
     let file = Config {
-        collections: Vec::new(),
         clients: vec![client],
+        ..Config::default()
     };
     Ok(plan::apply(store, &file, ApplyOptions::default())
         .await?
@@ -224,8 +224,8 @@ pub async fn describe_access(
         partner(&client.partner)
     );
     let expiry = match p.expires_at {
-        Some(t) if t <= now => format!(", EXPIRED at {t}"),
-        Some(t) => format!(", expires {t}"),
+        Some(t) if t <= now => format!(", EXPIRED at {}", rfc3339(t)),
+        Some(t) => format!(", expires {}", rfc3339(t)),
         None => String::new(),
     };
     let _ = writeln!(
@@ -260,9 +260,9 @@ pub async fn describe_access(
             CredentialKind::SignedJwt { .. } => "signed_jwt (not yet accepted)",
         };
         let status = match (c.revoked_at, c.expires_at) {
-            (Some(t), _) => format!("revoked {t}"),
-            (None, Some(t)) if t <= now => format!("expired {t}"),
-            (None, Some(t)) => format!("valid until {t}"),
+            (Some(t), _) => format!("revoked {}", rfc3339(t)),
+            (None, Some(t)) if t <= now => format!("expired {}", rfc3339(t)),
+            (None, Some(t)) => format!("valid until {}", rfc3339(t)),
             (None, None) => "valid".to_owned(),
         };
         let _ = writeln!(out, "  {} {kind}: {status}", c.id);
@@ -320,4 +320,9 @@ fn list(items: &[String]) -> String {
     } else {
         items.join(" ")
     }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }

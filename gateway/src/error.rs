@@ -14,8 +14,7 @@ use crate::body::{Body, json_response};
 pub enum ErrorCode {
     /// The request is malformed: an unsafe or undecodable path, an unreadable body.
     BadRequest,
-    /// No published operation matches the path (or the collection has no upstream for the
-    /// caller's environment). Says nothing about what does exist.
+    /// No published operation matches the path. Says nothing about what does exist.
     RouteNotFound,
     /// The path matches an operation, but not with this method. Carries `Allow`.
     MethodNotAllowed,
@@ -38,6 +37,9 @@ pub enum ErrorCode {
     /// The profile is not granted this collection (or the collection is not offered in the
     /// profile's environment).
     ProductNotGranted,
+    /// The caller's identity provider cannot be reached to verify its token (and no keys are
+    /// cached). The platform's fault, not the caller's.
+    IdentityUnavailable,
     /// The operation requires scopes the caller does not hold. Carries `WWW-Authenticate`
     /// with `error="insufficient_scope"` and the required scopes.
     InsufficientScope,
@@ -54,7 +56,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -62,6 +64,7 @@ impl ErrorCode {
         ErrorCode::HeadersTooLarge,
         ErrorCode::Unauthenticated,
         ErrorCode::InvalidCredential,
+        ErrorCode::IdentityUnavailable,
         ErrorCode::ClientInactive,
         ErrorCode::ProfileInactive,
         ErrorCode::IpNotAllowed,
@@ -83,6 +86,7 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::InvalidCredential => "invalid_credential",
+            ErrorCode::IdentityUnavailable => "identity_unavailable",
             ErrorCode::ClientInactive => "client_inactive",
             ErrorCode::ProfileInactive => "profile_inactive",
             ErrorCode::IpNotAllowed => "ip_not_allowed",
@@ -104,6 +108,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::Unauthenticated | ErrorCode::InvalidCredential => StatusCode::UNAUTHORIZED,
+            ErrorCode::IdentityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ClientInactive
             | ErrorCode::ProfileInactive
             | ErrorCode::IpNotAllowed

@@ -185,21 +185,7 @@ pub struct Outbound<'a> {
 
 impl Forwarder {
     pub fn new(settings: &ForwardSettings) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in &settings.extra_roots {
-            // A certificate the store cannot use is skipped, as other TLS clients do.
-            if let Err(e) = roots.add(cert.clone()) {
-                tracing::warn!(error = %e, "skipping an unusable upstream CA certificate");
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = client_tls(&settings.extra_roots);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -266,8 +252,11 @@ impl Forwarder {
         strip_hop_by_hop(&mut headers);
         let trusted = self.is_trusted(out.peer.addr.ip());
         set_forwarded(&mut headers, parts.uri.authority(), out.peer, trusted);
-        // The caller's credential stays here; upstreams learn who called from the gateway.
+        // The caller's credential and identity claims stay here; upstreams learn who called
+        // from the gateway's own headers.
         headers.remove(header::AUTHORIZATION);
+        headers.remove("x-client-id");
+        headers.remove("x-profile-id");
         let claimed: Vec<HeaderName> = headers
             .keys()
             .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
@@ -314,6 +303,26 @@ impl Forwarder {
                 .boxed(),
         ))
     }
+}
+
+/// The TLS settings for the gateway's outgoing connections (upstreams, identity providers):
+/// the public web roots plus any extra CA certificates.
+pub fn client_tls(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_roots {
+        // A certificate the store cannot use is skipped, as other TLS clients do.
+        if let Err(e) = roots.add(cert.clone()) {
+            tracing::warn!(error = %e, "skipping an unusable CA certificate");
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.

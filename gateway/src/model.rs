@@ -60,6 +60,10 @@ id_type!(
     /// An environment name such as `sandbox` or `production`.
     Environment
 );
+id_type!(
+    /// Identifies an identity provider.
+    ProviderId
+);
 
 /// The whole declarative configuration: what `apply` reads and `export` writes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -69,6 +73,30 @@ pub struct Config {
     pub collections: Vec<Collection>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<Client>,
+    /// External OIDC/JWT issuers whose access tokens identify callers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_providers: Vec<IdentityProvider>,
+}
+
+/// An external OpenID Connect provider (or any JWT issuer publishing a JWKS).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProvider {
+    pub id: ProviderId,
+    /// The exact `iss` of its tokens; discovery reads `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// Accepted `aud` values: a token must carry at least one.
+    pub audiences: Vec<String>,
+    /// The key set's URL, if discovery should be skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Tolerance for `exp`/`nbf` against this gateway's clock.
+    #[serde(default = "default_skew", with = "humantime_serde_opt::required")]
+    pub clock_skew: std::time::Duration,
+}
+
+fn default_skew() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
 }
 
 /// Lifecycle state of a collection or operation. Only published objects are routed.
@@ -294,9 +322,10 @@ pub struct Credential {
 pub enum CredentialKind {
     /// An opaque API token, stored as the hex HMAC-SHA-256 of the token under the server secret.
     ApiToken { token_hash: String },
-    /// An access token from an external OIDC provider, bound by issuer and claims.
+    /// An access token from an external OIDC provider, bound by provider and claims.
     Oidc {
-        issuer: String,
+        /// The `id` of an entry in `identity_providers`.
+        provider: ProviderId,
         /// Claims that must be present with these values, e.g. `azp: acme-app`.
         claims: BTreeMap<String, String>,
     },
@@ -336,5 +365,26 @@ mod humantime_serde_opt {
         let text: Option<String> = Option::deserialize(d)?;
         text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
             .transpose()
+    }
+
+    /// The same, for a duration that is always present.
+    pub(super) mod required {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub(in crate::model) fn serialize<S: Serializer>(
+            d: &Duration,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&humantime::format_duration(*d).to_string())
+        }
+
+        pub(in crate::model) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Duration, D::Error> {
+            let text = String::deserialize(d)?;
+            humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+        }
     }
 }

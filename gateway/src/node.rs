@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{self, Health};
+use crate::auth::Verifiers;
+use crate::auth::jwt::KeySets;
 use crate::auth::token::TokenSecret;
 use crate::demo;
-use crate::forward::{ForwardSettings, Forwarder};
+use crate::forward::{ForwardSettings, Forwarder, client_tls};
 use crate::pipeline::{self, Gateway, PipelineSettings};
 use crate::plan::{self, ApplyOptions};
 use crate::server::{self, ConnectionLimits};
@@ -39,13 +41,6 @@ pub struct NodeSettings {
     /// PEM private key for TLS on the gateway listener.
     #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Environment whose upstreams requests are sent to.
-    #[arg(
-        long,
-        env = "PORTCULLIS_DEFAULT_ENVIRONMENT",
-        default_value = "sandbox"
-    )]
-    pub default_environment: String,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "PORTCULLIS_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -63,7 +58,14 @@ pub struct NodeSettings {
     /// those headers are replaced.
     #[arg(long, env = "PORTCULLIS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Extra PEM CA bundle trusted for https upstreams.
+    /// How long an identity provider's fetched key set is used before it is fetched again.
+    #[arg(long, env = "PORTCULLIS_JWKS_CACHE_TTL", default_value = "10m", value_parser = positive_duration)]
+    pub jwks_cache_ttl: Duration,
+    /// Least time between two key-set fetches for one provider (a token naming an unknown key
+    /// triggers a fetch at most this often).
+    #[arg(long, env = "PORTCULLIS_JWKS_REFRESH_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwks_refresh_cooldown: Duration,
+    /// Extra PEM CA bundle trusted for https upstreams and identity providers.
     #[arg(long, env = "PORTCULLIS_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
     /// How often the store is checked for a new configuration version.
@@ -118,6 +120,7 @@ pub async fn run(
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .with_context(|| format!("cannot read the upstream CA file {}", path.display()))?;
     }
+    let extra_roots_for_idp = extra_roots.clone();
     let gateway = Arc::new(Gateway {
         snapshot: SnapshotCell::new(snapshot),
         forwarder: Forwarder::new(&ForwardSettings {
@@ -128,7 +131,15 @@ pub async fn run(
             extra_roots,
             trusted_proxies: settings.trusted_proxies.clone(),
         }),
-        secret,
+        verifiers: Verifiers {
+            key_sets: KeySets::new(
+                client_tls(&extra_roots_for_idp),
+                settings.jwks_cache_ttl,
+                settings.jwks_refresh_cooldown,
+                Duration::from_secs(5),
+            ),
+            secret,
+        },
         settings: PipelineSettings {
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,

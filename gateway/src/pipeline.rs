@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 
-use crate::auth::{self, Caller, token::TokenSecret};
+use crate::auth::{self, Caller, Verifiers};
 use crate::authz;
 use http::{Request, Response};
 
@@ -31,7 +31,7 @@ pub struct PipelineSettings {
 pub struct Gateway {
     pub snapshot: SnapshotCell,
     pub forwarder: Forwarder,
-    pub secret: TokenSecret,
+    pub verifiers: Verifiers,
     pub settings: PipelineSettings,
 }
 
@@ -121,11 +121,11 @@ where
 
     // 4. Authenticate: who is calling. Nothing about the caller is trusted before this.
     let now = OffsetDateTime::now_utc();
-    let caller = auth::authenticate(&snapshot, &gw.secret, req.headers(), now)?;
+    let caller = auth::authenticate(&snapshot, &gw.verifiers, req.headers(), now).await?;
 
     // 5. Authorize: may this caller call this operation, from here, now.
     let source = gw.forwarder.source_address(req.headers(), peer);
-    authz::authorize(caller, collection, operation, source, now)?;
+    authz::authorize(&caller, collection, operation, source, now)?;
 
     // 6. The caller's environment chooses the upstream (authorization checked it is offered).
     let target = collection
@@ -161,7 +161,7 @@ where
     let target_path = operation
         .target
         .expand(|name| route.param(name), route.rest());
-    let identity = identity_headers(caller);
+    let identity = identity_headers(&caller);
     let out = Outbound {
         target,
         path: target_path,
@@ -182,9 +182,9 @@ where
 }
 
 /// What the upstream is told about the caller.
-fn identity_headers(caller: Caller<'_>) -> Vec<(HeaderName, HeaderValue)> {
+fn identity_headers(caller: &Caller<'_>) -> Vec<(HeaderName, HeaderValue)> {
     let profile = caller.profile;
-    let scopes = profile.scopes.join(" ");
+    let scopes = caller.scopes.join(" ");
     [
         ("x-portcullis-client", caller.client.id.as_str()),
         ("x-portcullis-profile", profile.id.as_str()),
@@ -192,10 +192,20 @@ fn identity_headers(caller: Caller<'_>) -> Vec<(HeaderName, HeaderValue)> {
         ("x-portcullis-partner", caller.client.partner.as_str()),
         ("x-portcullis-credential", caller.credential.as_str()),
         ("x-portcullis-scopes", scopes.as_str()),
+        (
+            "x-portcullis-subject",
+            caller.subject.as_deref().unwrap_or_default(),
+        ),
     ]
     .into_iter()
     .filter(|(_, v)| !v.is_empty())
-    .filter_map(|(k, v)| Some((HeaderName::from_static(k), HeaderValue::from_str(v).ok()?)))
+    // Non-ASCII values (a partner "Société") travel as UTF-8 bytes.
+    .filter_map(|(k, v)| {
+        Some((
+            HeaderName::from_static(k),
+            HeaderValue::from_bytes(v.as_bytes()).ok()?,
+        ))
+    })
     .collect()
 }
 

@@ -9,7 +9,7 @@ use similar::{ChangeTag, TextDiff};
 
 use crate::config::{self, ConfigError, FieldError};
 use crate::model::Config;
-use crate::store::{Change, Kind, Records, Store, StoreError, assemble, flatten};
+use crate::store::{Change, Kind, RecordKey, Records, Store, StoreError, assemble, flatten};
 
 /// How the file's objects combine with those already stored.
 #[derive(Clone, Copy, Debug, Default)]
@@ -90,14 +90,61 @@ pub async fn apply(
 }
 
 /// The records that should be stored after applying `desired` on top of `current`.
+///
+/// Credentials are issued, rotated and revoked by the credential commands, so a file that
+/// mentions a client keeps the stored credentials it does not list (unless pruning), and no
+/// file can lift a revocation or push an expiry later.
 fn merge(current: &Records, desired: &Records, prune: bool) -> Records {
     let mentioned: HashSet<(Kind, &str)> = desired.keys().map(|k| k.root()).collect();
     let kept = current
         .iter()
         .filter(|(k, _)| !prune && !mentioned.contains(&k.root()));
-    kept.chain(desired.iter())
+    let mut target: Records = kept
+        .chain(desired.iter())
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+        .collect();
+    let stored_credentials = current.iter().filter(|(k, _)| k.kind == Kind::Credential);
+    for (key, stored) in stored_credentials {
+        if let Some(wanted) = target.get_mut(key) {
+            keep_earliest(wanted, stored);
+        } else if !prune && owner_exists(&target, key) {
+            target.insert(key.clone(), stored.clone());
+        }
+    }
+    target
+}
+
+/// Whether the profile a credential belongs to is in `records`.
+fn owner_exists(records: &Records, credential: &RecordKey) -> bool {
+    let Some((client, profile)) = credential.parent.split_once('/') else {
+        return false;
+    };
+    records.contains_key(&RecordKey {
+        kind: Kind::Profile,
+        parent: client.to_owned(),
+        id: profile.to_owned(),
+    })
+}
+
+/// Sets `revoked_at` and `expires_at` of `wanted` to the earlier of its own and `stored`'s.
+fn keep_earliest(wanted: &mut serde_json::Value, stored: &serde_json::Value) {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let at = |v: &serde_json::Value, field: &str| {
+        v.get(field)
+            .and_then(|t| t.as_str())
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+    };
+    for field in ["revoked_at", "expires_at"] {
+        let earlier = match (at(stored, field), at(wanted, field)) {
+            (Some(s), Some(w)) => s < w,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if let (true, Some(map)) = (earlier, wanted.as_object_mut()) {
+            map.insert(field.to_owned(), stored[field].clone());
+        }
+    }
 }
 
 /// The changes that turn `current` into `target`, in key order.
@@ -179,7 +226,6 @@ fn yaml(value: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::RecordKey;
     use serde_json::json;
 
     fn key(kind: Kind, parent: &str, id: &str) -> RecordKey {

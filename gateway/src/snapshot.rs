@@ -17,7 +17,7 @@ use crate::config::env_ref;
 use crate::forward::UpstreamTarget;
 use crate::model::{
     Client, ClientId, CollectionId, Config, CredentialId, CredentialKind, Environment, OperationId,
-    ProfileId, Status,
+    ProfileId, ProviderId, Status,
 };
 use crate::route::template::PathTemplate;
 use crate::route::{RouteConflict, RouteSpec, Router};
@@ -30,6 +30,25 @@ pub struct Snapshot {
     pub clients: Vec<CompiledClient>,
     /// API token hash → the credential it belongs to. Revoked tokens are not indexed.
     pub tokens: HashMap<[u8; 32], TokenEntry>,
+    pub providers: Vec<CompiledProvider>,
+    /// OIDC credentials: which verified tokens (provider and claims) are which profile.
+    pub oidc_bindings: Vec<OidcBinding>,
+}
+
+/// An identity provider whose tokens are accepted.
+pub struct CompiledProvider {
+    pub id: ProviderId,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks_uri: Option<String>,
+    pub clock_skew: Duration,
+}
+
+/// Binds tokens of one provider carrying these claim values to a profile.
+pub struct OidcBinding {
+    pub provider: usize,
+    pub claims: Vec<(String, String)>,
+    pub entry: TokenEntry,
 }
 
 /// A client and its profiles.
@@ -168,25 +187,50 @@ impl Snapshot {
                 operations,
             });
         }
+        let providers: Vec<CompiledProvider> = config
+            .identity_providers
+            .iter()
+            .map(|p| CompiledProvider {
+                id: p.id.clone(),
+                issuer: p.issuer.clone(),
+                audiences: p.audiences.clone(),
+                jwks_uri: p.jwks_uri.clone(),
+                clock_skew: p.clock_skew,
+            })
+            .collect();
+        let mut index = CredentialIndex {
+            providers: &providers,
+            tokens: HashMap::new(),
+            oidc: Vec::new(),
+        };
         let mut clients = Vec::new();
-        let mut tokens = HashMap::new();
         for (ci, client) in config.clients.iter().enumerate() {
-            clients.push(compile_client(ci, client, &mut tokens)?);
+            clients.push(compile_client(ci, client, &mut index)?);
         }
+        let (tokens, oidc_bindings) = (index.tokens, index.oidc);
         Ok(Self {
             version,
             collections,
             router,
             clients,
             tokens,
+            providers,
+            oidc_bindings,
         })
     }
+}
+
+/// Where each credential kind is looked up from.
+struct CredentialIndex<'a> {
+    providers: &'a [CompiledProvider],
+    tokens: HashMap<[u8; 32], TokenEntry>,
+    oidc: Vec<OidcBinding>,
 }
 
 fn compile_client(
     index: usize,
     client: &Client,
-    tokens: &mut HashMap<[u8; 32], TokenEntry>,
+    creds: &mut CredentialIndex<'_>,
 ) -> Result<CompiledClient, CompileError> {
     let invalid = |message: String| CompileError::Client {
         client: client.id.clone(),
@@ -207,25 +251,38 @@ fn compile_client(
         scopes.sort();
         scopes.dedup();
         for cred in p.credentials.iter().filter(|c| c.revoked_at.is_none()) {
+            let entry = TokenEntry {
+                client: index,
+                profile: pi,
+                credential: cred.id.clone(),
+                expires_at: cred.expires_at,
+            };
             match &cred.kind {
                 CredentialKind::ApiToken { token_hash } => {
                     let hash = token::parse_hash(token_hash).ok_or_else(|| {
                         invalid(format!("credential {}: bad token_hash", cred.id))
                     })?;
-                    tokens.insert(
-                        hash,
-                        TokenEntry {
-                            client: index,
-                            profile: pi,
-                            credential: cred.id.clone(),
-                            expires_at: cred.expires_at,
-                        },
-                    );
+                    creds.tokens.insert(hash, entry);
+                }
+                CredentialKind::Oidc { provider, claims } => {
+                    let provider = creds
+                        .providers
+                        .iter()
+                        .position(|p| &p.id == provider)
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "credential {}: unknown provider {provider}",
+                                cred.id
+                            ))
+                        })?;
+                    creds.oidc.push(OidcBinding {
+                        provider,
+                        claims: claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        entry,
+                    });
                 }
                 // Verified by mechanisms not built yet; never accepted until they are.
-                CredentialKind::Oidc { .. }
-                | CredentialKind::Mtls { .. }
-                | CredentialKind::SignedJwt { .. } => {}
+                CredentialKind::Mtls { .. } | CredentialKind::SignedJwt { .. } => {}
             }
         }
         profiles.push(CompiledProfile {

@@ -65,11 +65,15 @@ clients:
             token_hash: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
           - id: acme-sbx-oidc
             kind: oidc
-            issuer: https://idp.acme.example
+            provider: acme-idp
             claims: { azp: acme-mobile }
   - id: ops-agent
     partner: internal
     active: false
+identity_providers:
+  - id: acme-idp
+    issuer: https://idp.acme.example
+    audiences: [payments-api]
 "#;
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

@@ -515,3 +515,69 @@ async fn tokens_from_another_secret_are_refused() {
         "invalid_credential"
     );
 }
+
+/// Regression: re-applying the original file (which lists no credentials) once deleted every
+/// issued token and would have lifted revocations.
+#[tokio::test]
+async fn reapplying_a_file_keeps_issued_credentials_and_revocations() {
+    let f = fixture().await;
+    let node = &f.node;
+    let kept = node
+        .issue_token("acme", "acme-sbx", &["--id", "kept"])
+        .await;
+    let revoked = node
+        .issue_token("acme", "acme-sbx", &["--id", "revoked"])
+        .await;
+    let out = node.cli(&[
+        "credential",
+        "revoke",
+        "--client",
+        "acme",
+        "--profile",
+        "acme-sbx",
+        "--id",
+        "revoked",
+    ]);
+    settle(node, &out).await;
+
+    // The original file again: no credentials listed.
+    node.apply(&config(&f.up.url())).await;
+    assert_eq!(status_with(node, &kept).await, 200);
+    assert_eq!(status_with(node, &revoked).await, 401);
+
+    // An export lists both; editing the revocation out of it does not lift it.
+    let export = String::from_utf8_lossy(&node.cli(&["export"]).stdout).into_owned();
+    assert!(
+        export.contains("id: kept") && export.contains("revoked_at:"),
+        "{export}"
+    );
+    let unrevoked: String = export
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("revoked_at:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = node.data_dir.join("unrevoked.yaml");
+    std::fs::write(&file, unrevoked).unwrap();
+    let out = node.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("No changes"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(status_with(node, &revoked).await, 401);
+
+    // Deleting a profile's credentials takes --prune (or deleting the profile).
+    let out = node.cli(&[
+        "apply",
+        "-f",
+        node.data_dir.join("initial.yaml").to_str().unwrap(),
+        "--prune",
+        "--dry-run",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("- credential acme/acme-sbx/kept"));
+}

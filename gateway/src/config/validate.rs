@@ -44,6 +44,39 @@ pub fn validate_in(config: &Config, context: &Config) -> Result<(), Vec<FieldErr
         }
         v.collection(&at, c);
     }
+    let mut provider_ids = HashSet::new();
+    let mut issuers = HashSet::new();
+    for (i, p) in config.identity_providers.iter().enumerate() {
+        let at = format!("identity_providers[{i}]");
+        v.id(&format!("{at}.id"), p.id.as_str());
+        if !provider_ids.insert(p.id.as_str()) {
+            v.fail(
+                format!("{at}.id"),
+                format!("duplicate identity provider id '{}'", p.id),
+            );
+        }
+        if !issuers.insert(p.issuer.as_str()) {
+            v.fail(
+                format!("{at}.issuer"),
+                format!("issuer '{}' is given twice", p.issuer),
+            );
+        }
+        if let Err(e) = UpstreamTarget::parse(&p.issuer) {
+            v.fail(format!("{at}.issuer"), e);
+        }
+        if let Some(Err(e)) = p.jwks_uri.as_deref().map(UpstreamTarget::parse) {
+            v.fail(format!("{at}.jwks_uri"), e);
+        }
+        if p.audiences.is_empty() || p.audiences.iter().any(String::is_empty) {
+            v.fail(
+                format!("{at}.audiences"),
+                "list the audiences this gateway accepts (at least one)",
+            );
+        }
+        if p.clock_skew > std::time::Duration::from_secs(600) {
+            v.fail(format!("{at}.clock_skew"), "at most 10m");
+        }
+    }
     let mut credential_ids = HashSet::new();
     let mut client_ids = HashSet::new();
     for (i, client) in config.clients.iter().enumerate() {
@@ -371,11 +404,11 @@ impl Validator {
                     format!("duplicate credential id '{}'", cred.id),
                 );
             }
-            self.credential(&path, cred);
+            self.credential(&path, cred, config, context);
         }
     }
 
-    fn credential(&mut self, at: &str, cred: &Credential) {
+    fn credential(&mut self, at: &str, cred: &Credential, config: &Config, context: &Config) {
         let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
         match &cred.kind {
             CredentialKind::ApiToken { token_hash } => {
@@ -386,11 +419,16 @@ impl Validator {
                     );
                 }
             }
-            CredentialKind::Oidc { issuer, claims } => {
-                if UpstreamTarget::parse(issuer).is_err() {
+            CredentialKind::Oidc { provider, claims } => {
+                let known = config
+                    .identity_providers
+                    .iter()
+                    .chain(&context.identity_providers)
+                    .any(|p| &p.id == provider);
+                if !known {
                     self.fail(
-                        format!("{at}.issuer"),
-                        format!("'{issuer}' is not an http(s) URL"),
+                        format!("{at}.provider"),
+                        format!("unknown identity provider '{provider}'"),
                     );
                 }
                 if claims.is_empty() {

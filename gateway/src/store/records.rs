@@ -19,6 +19,7 @@ pub enum Kind {
     Client,
     Profile,
     Credential,
+    IdentityProvider,
 }
 
 impl Kind {
@@ -29,6 +30,7 @@ impl Kind {
             Kind::Client => "client",
             Kind::Profile => "profile",
             Kind::Credential => "credential",
+            Kind::IdentityProvider => "identity_provider",
         }
     }
 }
@@ -43,6 +45,7 @@ impl FromStr for Kind {
             "client" => Ok(Kind::Client),
             "profile" => Ok(Kind::Profile),
             "credential" => Ok(Kind::Credential),
+            "identity_provider" => Ok(Kind::IdentityProvider),
             other => Err(format!("unknown kind '{other}'")),
         }
     }
@@ -70,7 +73,7 @@ impl RecordKey {
     /// The top-level object (collection or client) this record belongs to.
     pub fn root(&self) -> (Kind, &str) {
         match self.kind {
-            Kind::Collection | Kind::Client => (self.kind, &self.id),
+            Kind::Collection | Kind::Client | Kind::IdentityProvider => (self.kind, &self.id),
             Kind::Operation => (Kind::Collection, &self.parent),
             Kind::Profile => (Kind::Client, &self.parent),
             Kind::Credential => (
@@ -138,6 +141,12 @@ pub fn flatten(config: &Config) -> Records {
             without(to_value(c), "operations"),
         );
     }
+    for p in &config.identity_providers {
+        out.insert(
+            RecordKey::new(Kind::IdentityProvider, "", p.id.as_str()),
+            to_value(p),
+        );
+    }
     for client in &config.clients {
         for p in &client.profiles {
             let owner = format!("{}/{}", client.id, p.id);
@@ -168,6 +177,7 @@ pub fn assemble(records: &Records) -> Result<Config, StoreError> {
     let mut credentials: HashMap<&str, Vec<Credential>> = HashMap::new();
     let mut collections = Vec::new();
     let mut clients = Vec::new();
+    let mut identity_providers = Vec::new();
     for (key, value) in records {
         match key.kind {
             Kind::Collection => collections.push(from_value::<Collection>(key, value)?),
@@ -184,6 +194,7 @@ pub fn assemble(records: &Records) -> Result<Config, StoreError> {
                 .entry(&key.parent)
                 .or_default()
                 .push(from_value(key, value)?),
+            Kind::IdentityProvider => identity_providers.push(from_value(key, value)?),
         }
     }
     for c in &mut collections {
@@ -212,6 +223,7 @@ pub fn assemble(records: &Records) -> Result<Config, StoreError> {
     Ok(Config {
         collections,
         clients,
+        identity_providers,
     })
 }
 

@@ -621,3 +621,11 @@ impl PgDatabase {
         }
     }
 }
+
+/// The error code in a body, or an empty string for a body that is not a catalogue error.
+pub fn code_or_empty(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
