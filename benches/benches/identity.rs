@@ -59,6 +59,7 @@ fn identity_decision(c: &mut Criterion) {
             Duration::from_secs(30),
             Duration::from_secs(5),
         ),
+        assertion_audience: "portcullis".to_owned(),
     };
     let source = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut group = c.benchmark_group("identity");
@@ -74,10 +75,11 @@ fn identity_decision(c: &mut Criterion) {
             b.iter(|| {
                 let now = OffsetDateTime::now_utc();
                 // An API token needs no I/O: the future is ready at once.
-                let caller = auth::authenticate(&snap, &verifiers, black_box(headers), now)
-                    .now_or_never()
-                    .expect("API tokens authenticate without waiting")
-                    .unwrap();
+                let caller =
+                    auth::authenticate(&snap, &verifiers, presented(black_box(headers)), now)
+                        .now_or_never()
+                        .expect("API tokens authenticate without waiting")
+                        .unwrap();
                 authz::authorize(&caller, collection, operation, source, now).unwrap();
             })
         });
@@ -149,12 +151,13 @@ fn jwt_decision(c: &mut Criterion) {
             Duration::from_secs(30),
             Duration::from_secs(5),
         ),
+        assertion_audience: "portcullis".to_owned(),
     };
     // Warm the key cache once; every measured call then verifies without I/O.
     rt.block_on(auth::authenticate(
         &snap,
         &verifiers,
-        &headers,
+        presented(&headers),
         OffsetDateTime::now_utc(),
     ))
     .unwrap();
@@ -164,13 +167,20 @@ fn jwt_decision(c: &mut Criterion) {
     c.bench_function("identity/oidc_jwt_es256", |b| {
         b.iter(|| {
             let now = OffsetDateTime::now_utc();
-            let caller = auth::authenticate(&snap, &verifiers, black_box(&headers), now)
+            let caller = auth::authenticate(&snap, &verifiers, presented(black_box(&headers)), now)
                 .now_or_never()
                 .expect("a cached key needs no I/O")
                 .unwrap();
             authz::authorize(&caller, collection, operation, source, now).unwrap();
         })
     });
+}
+
+fn presented(headers: &HeaderMap) -> auth::Presented<'_> {
+    auth::Presented {
+        headers,
+        client_cert: None,
+    }
 }
 
 criterion_group!(benches, identity_decision, jwt_decision);

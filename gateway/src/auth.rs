@@ -2,7 +2,9 @@
 //! request presents. Every way of failing that is not "no credential at all" gives the same
 //! `invalid_credential`, so a caller learns nothing about which clients or profiles exist.
 
+pub mod assertion;
 pub mod jwt;
+pub mod mtls;
 pub mod token;
 
 use std::borrow::Cow;
@@ -39,32 +41,40 @@ pub struct Caller<'s> {
 pub struct Verifiers {
     pub secret: TokenSecret,
     pub key_sets: jwt::KeySets,
+    /// The `aud` client-signed assertions must name.
+    pub assertion_audience: String,
 }
 
-/// Finds the caller for a request's headers.
+/// What a request presents to prove who it is.
+#[derive(Clone, Copy)]
+pub struct Presented<'r> {
+    pub headers: &'r HeaderMap,
+    /// The certificate from the TLS handshake, if the caller sent one.
+    pub client_cert: Option<&'r mtls::ClientCert>,
+}
+
+/// Finds the caller for a request. A bearer token decides when there is one; otherwise a
+/// client certificate.
 pub async fn authenticate<'s>(
     snapshot: &'s Snapshot,
     verifiers: &Verifiers,
-    headers: &HeaderMap,
+    presented: Presented<'_>,
     now: OffsetDateTime,
 ) -> Result<Caller<'s>, GatewayError> {
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Err(GatewayError::new(
-            ErrorCode::Unauthenticated,
-            "this API requires a credential: send Authorization: Bearer <token>",
-        )
-        .with_header(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static(r#"Bearer realm="portcullis""#),
-        ));
+    let headers = presented.headers;
+    let established = match (headers.get(AUTHORIZATION), presented.client_cert) {
+        (Some(value), _) => {
+            let token = bearer(value).ok_or_else(invalid)?;
+            if token.starts_with(token::PREFIX) {
+                api_token(snapshot, &verifiers.secret, token)?
+            } else {
+                jwt(snapshot, verifiers, token).await?
+            }
+        }
+        (None, Some(cert)) => certificate(snapshot, cert)?,
+        (None, None) => return Err(unauthenticated()),
     };
-    let token = bearer(value).ok_or_else(invalid)?;
-    let caller = if token.starts_with(token::PREFIX) {
-        api_token(snapshot, &verifiers.secret, token)?
-    } else {
-        oidc_token(snapshot, &verifiers.key_sets, token).await?
-    };
-    let (entry, scopes, subject) = caller;
+    let (entry, scopes, subject) = established;
     if entry.expires_at.is_some_and(|t| t <= now) {
         return Err(invalid());
     }
@@ -103,6 +113,36 @@ pub async fn authenticate<'s>(
     })
 }
 
+fn unauthenticated() -> GatewayError {
+    GatewayError::new(
+        ErrorCode::Unauthenticated,
+        "this API requires a credential: send Authorization: Bearer <token> or a client certificate",
+    )
+    .with_header(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"Bearer realm="portcullis""#),
+    )
+}
+
+/// A client certificate: a pinned fingerprint first, then a chain to a profile's CA.
+fn certificate<'s>(
+    snapshot: &'s Snapshot,
+    cert: &mtls::ClientCert,
+) -> Result<Established<'s>, GatewayError> {
+    let entry = snapshot
+        .mtls_pins
+        .get(&cert.fingerprint)
+        .or_else(|| {
+            snapshot
+                .mtls_cas
+                .iter()
+                .find(|(verifier, _)| cert.chains_to(verifier.as_ref()))
+                .map(|(_, entry)| entry)
+        })
+        .ok_or_else(invalid)?;
+    Ok((entry, None, None))
+}
+
 /// What a credential established: whose it is, the token's own scopes (if it carries any
 /// notion of them), and its subject.
 type Established<'s> = (&'s TokenEntry, Option<Vec<String>>, Option<String>);
@@ -124,6 +164,37 @@ fn api_token<'s>(
         .filter(|(stored, _)| token::hashes_equal(stored, &hash))
         .map(|(_, entry)| entry)
         .ok_or_else(invalid)?;
+    Ok((entry, None, None))
+}
+
+/// A JWT: an access token from a configured identity provider (chosen by its `iss`), or else
+/// an assertion signed by the client itself (chosen by its `kid`).
+async fn jwt<'s>(
+    snapshot: &'s Snapshot,
+    verifiers: &Verifiers,
+    token: &str,
+) -> Result<Established<'s>, GatewayError> {
+    if token.len() > jwt::MAX_TOKEN_BYTES {
+        return Err(invalid());
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+    let kid = header.kid.ok_or_else(invalid)?;
+    let unverified: serde_json::Map<String, Value> =
+        jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| invalid())?;
+    let iss = unverified
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or_else(invalid)?;
+    if snapshot.providers.iter().any(|p| p.issuer == iss) {
+        return oidc_token(snapshot, &verifiers.key_sets, token).await;
+    }
+    let entry = assertion::verify(
+        &snapshot.assertions,
+        &kid,
+        token,
+        &verifiers.assertion_audience,
+    )
+    .ok_or_else(invalid)?;
     Ok((entry, None, None))
 }
 

@@ -255,9 +255,9 @@ pub async fn describe_access(
     for c in &p.credentials {
         let kind = match c.kind {
             CredentialKind::ApiToken { .. } => "api_token",
-            CredentialKind::Oidc { .. } => "oidc (not yet accepted)",
+            CredentialKind::Oidc { .. } => "oidc",
             CredentialKind::Mtls { .. } => "mtls (not yet accepted)",
-            CredentialKind::SignedJwt { .. } => "signed_jwt (not yet accepted)",
+            CredentialKind::SignedJwt { .. } => "signed_jwt",
         };
         let status = match (c.revoked_at, c.expires_at) {
             (Some(t), _) => format!("revoked {}", rfc3339(t)),

@@ -157,10 +157,12 @@ pub struct ForwardSettings {
 }
 
 /// What the caller's connection tells about the request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// The certificate the caller presented in the TLS handshake, if any.
+    pub client_cert: Option<Arc<crate::auth::mtls::ClientCert>>,
 }
 
 /// The pooled upstream client.
@@ -215,7 +217,7 @@ impl Forwarder {
 
     /// The caller's address: the peer, or — when the peer is a trusted proxy — the nearest
     /// untrusted address in `X-Forwarded-For`.
-    pub fn source_address(&self, headers: &HeaderMap, peer: Peer) -> IpAddr {
+    pub fn source_address(&self, headers: &HeaderMap, peer: &Peer) -> IpAddr {
         let peer_ip = peer.addr.ip().to_canonical();
         if !self.is_trusted(peer_ip) {
             return peer_ip;
@@ -251,7 +253,7 @@ impl Forwarder {
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         let trusted = self.is_trusted(out.peer.addr.ip());
-        set_forwarded(&mut headers, parts.uri.authority(), out.peer, trusted);
+        set_forwarded(&mut headers, parts.uri.authority(), &out.peer, trusted);
         // The caller's credential and identity claims stay here; upstreams learn who called
         // from the gateway's own headers.
         headers.remove(header::AUTHORIZATION);
@@ -347,7 +349,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn set_forwarded(
     headers: &mut HeaderMap,
     authority: Option<&Authority>,
-    peer: Peer,
+    peer: &Peer,
     trusted: bool,
 ) {
     for name in PATH_OVERRIDES {

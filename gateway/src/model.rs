@@ -336,13 +336,18 @@ pub enum CredentialKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ca_pem: Option<String>,
     },
-    /// A short-lived assertion signed by the client with its own key (PEM public key) or a shared
-    /// secret read from an environment variable of the gateway process.
+    /// A short-lived assertion (a JWT with `kid` = this credential's id, `iss` = the client id)
+    /// signed by the client with its own key (PEM public key here) or a shared secret read from
+    /// an environment variable of the gateway process.
     SignedJwt {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         public_key_pem: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret_env: Option<String>,
+        /// The one algorithm accepted: ES256 (default for a public key), ES384, RS256, PS256 or
+        /// EdDSA with a public key; HS256 (default for a secret), HS384 or HS512 with a secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        algorithm: Option<String>,
     },
 }
 

@@ -65,6 +65,13 @@ pub struct NodeSettings {
     /// triggers a fetch at most this often).
     #[arg(long, env = "PORTCULLIS_JWKS_REFRESH_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
     pub jwks_refresh_cooldown: Duration,
+    /// The audience (`aud`) client-signed assertions must name.
+    #[arg(
+        long,
+        env = "PORTCULLIS_ASSERTION_AUDIENCE",
+        default_value = "portcullis"
+    )]
+    pub assertion_audience: String,
     /// Extra PEM CA bundle trusted for https upstreams and identity providers.
     #[arg(long, env = "PORTCULLIS_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
@@ -139,6 +146,7 @@ pub async fn run(
                 Duration::from_secs(5),
             ),
             secret,
+            assertion_audience: settings.assertion_audience.clone(),
         },
         settings: PipelineSettings {
             max_body_bytes: settings.max_body_bytes,
@@ -262,7 +270,7 @@ async fn follow_changes(
             Refresh::Unchanged => health.set_store_reachable(true),
             Refresh::Swapped(snapshot) => {
                 tracing::info!(version = snapshot.version, "configuration version active");
-                gateway.snapshot.replace(snapshot);
+                gateway.snapshot.replace(*snapshot);
                 health.set_rejected_version(0);
                 health.set_store_reachable(true);
             }
@@ -282,7 +290,7 @@ async fn follow_changes(
 
 enum Refresh {
     Unchanged,
-    Swapped(Snapshot),
+    Swapped(Box<Snapshot>),
     Rejected { version: u64, reason: String },
     Unreachable(String),
 }
@@ -300,7 +308,7 @@ async fn refresh(store: &Store, current: u64, rejected: Option<u64>) -> Refresh 
         .map_err(|e| e.to_string())
         .and_then(|config| Snapshot::compile(version, &config).map_err(|e| e.to_string()));
     match compiled {
-        Ok(snapshot) => Refresh::Swapped(snapshot),
+        Ok(snapshot) => Refresh::Swapped(Box::new(snapshot)),
         Err(reason) => Refresh::Rejected { version, reason },
     }
 }

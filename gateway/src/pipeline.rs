@@ -47,6 +47,7 @@ where
     let request_id = request_id(&req);
     let method = req.method().clone();
     let raw_path = req.uri().path().to_owned();
+    let client_addr = peer.addr;
     let (mut response, code) = match run(gw, peer, &request_id, req).await {
         Ok(response) => (response, None),
         Err(e) => {
@@ -67,7 +68,7 @@ where
         path = %raw_path,
         status = response.status().as_u16(),
         code = code.map(ErrorCode::as_str),
-        client = %peer.addr,
+        client = %client_addr,
         elapsed_us = started.elapsed().as_micros() as u64,
     );
     response
@@ -121,10 +122,14 @@ where
 
     // 4. Authenticate: who is calling. Nothing about the caller is trusted before this.
     let now = OffsetDateTime::now_utc();
-    let caller = auth::authenticate(&snapshot, &gw.verifiers, req.headers(), now).await?;
+    let presented = auth::Presented {
+        headers: req.headers(),
+        client_cert: peer.client_cert.as_deref(),
+    };
+    let caller = auth::authenticate(&snapshot, &gw.verifiers, presented, now).await?;
 
     // 5. Authorize: may this caller call this operation, from here, now.
-    let source = gw.forwarder.source_address(req.headers(), peer);
+    let source = gw.forwarder.source_address(req.headers(), &peer);
     authz::authorize(&caller, collection, operation, source, now)?;
 
     // 6. The caller's environment chooses the upstream (authorization checked it is offered).

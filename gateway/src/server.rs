@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::mtls::{ClientCert, OptionalClientCert};
 use crate::body::Body;
 use crate::forward::Peer;
 
@@ -34,7 +35,8 @@ pub struct ConnectionLimits {
     pub tls_handshake_timeout: Duration,
 }
 
-/// Builds a TLS acceptor from PEM files, offering HTTP/2 and HTTP/1.1 by ALPN.
+/// Builds a TLS acceptor from PEM files, offering HTTP/2 and HTTP/1.1 by ALPN and asking for
+/// (not requiring) a client certificate.
 pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     let certs = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("cannot read certificate {}", cert.display()))?
@@ -46,7 +48,8 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
+    // Callers may present a certificate (mTLS credentials); callers with tokens need none.
+    .with_client_cert_verifier(Arc::new(OptionalClientCert::new()))
     .with_single_cert(certs, key)
     .context("the certificate and key do not form a usable pair")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -91,22 +94,25 @@ pub async fn serve<H, F>(
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let peer = Peer {
-            addr,
-            tls: tls.is_some(),
-        };
         let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let response = handler(peer, req);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
+        let service = move |peer: Peer| {
+            service_fn(move |req| {
+                let response = handler(peer.clone(), req);
+                async move { Ok::<_, Infallible>(response.await) }
+            })
+        };
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
             let result = match tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let peer = Peer {
+                        addr,
+                        tls: false,
+                        client_cert: None,
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service(peer));
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acceptor) => {
@@ -114,7 +120,18 @@ pub async fn serve<H, F>(
                         tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(tls_stream)) => {
-                            let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                            let client_cert = tls_stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(ClientCert::from_chain);
+                            let peer = Peer {
+                                addr,
+                                tls: true,
+                                client_cert,
+                            };
+                            let conn =
+                                builder.serve_connection(TokioIo::new(tls_stream), service(peer));
                             watcher.watch(conn.into_owned()).await
                         }
                         Ok(Err(e)) => {

@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use rustls::server::danger::ClientCertVerifier;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -12,7 +14,8 @@ use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use time::OffsetDateTime;
 
-use crate::auth::token;
+use crate::auth::assertion::{self, AssertionKey, AssertionKeys};
+use crate::auth::{mtls, token};
 use crate::config::env_ref;
 use crate::forward::UpstreamTarget;
 use crate::model::{
@@ -33,6 +36,12 @@ pub struct Snapshot {
     pub providers: Vec<CompiledProvider>,
     /// OIDC credentials: which verified tokens (provider and claims) are which profile.
     pub oidc_bindings: Vec<OidcBinding>,
+    /// `signed_jwt` credentials: the keys client-signed assertions are checked with.
+    pub assertions: AssertionKeys,
+    /// `mtls` credentials pinned by certificate fingerprint.
+    pub mtls_pins: HashMap<[u8; 32], TokenEntry>,
+    /// `mtls` credentials bound to a CA: any certificate chaining to it is that profile.
+    pub mtls_cas: Vec<(Arc<dyn ClientCertVerifier>, TokenEntry)>,
 }
 
 /// An identity provider whose tokens are accepted.
@@ -202,12 +211,22 @@ impl Snapshot {
             providers: &providers,
             tokens: HashMap::new(),
             oidc: Vec::new(),
+            assertions: AssertionKeys::new(),
+            mtls_pins: HashMap::new(),
+            mtls_cas: Vec::new(),
         };
         let mut clients = Vec::new();
         for (ci, client) in config.clients.iter().enumerate() {
             clients.push(compile_client(ci, client, &mut index)?);
         }
-        let (tokens, oidc_bindings) = (index.tokens, index.oidc);
+        let CredentialIndex {
+            tokens,
+            oidc: oidc_bindings,
+            assertions,
+            mtls_pins,
+            mtls_cas,
+            ..
+        } = index;
         Ok(Self {
             version,
             collections,
@@ -216,6 +235,9 @@ impl Snapshot {
             tokens,
             providers,
             oidc_bindings,
+            assertions,
+            mtls_pins,
+            mtls_cas,
         })
     }
 }
@@ -225,6 +247,9 @@ struct CredentialIndex<'a> {
     providers: &'a [CompiledProvider],
     tokens: HashMap<[u8; 32], TokenEntry>,
     oidc: Vec<OidcBinding>,
+    assertions: AssertionKeys,
+    mtls_pins: HashMap<[u8; 32], TokenEntry>,
+    mtls_cas: Vec<(Arc<dyn ClientCertVerifier>, TokenEntry)>,
 }
 
 fn compile_client(
@@ -281,8 +306,64 @@ fn compile_client(
                         entry,
                     });
                 }
-                // Verified by mechanisms not built yet; never accepted until they are.
-                CredentialKind::Mtls { .. } | CredentialKind::SignedJwt { .. } => {}
+                CredentialKind::SignedJwt {
+                    public_key_pem,
+                    secret_env,
+                    algorithm,
+                } => {
+                    let algorithm =
+                        assertion::algorithm(algorithm.as_deref(), secret_env.is_some())
+                            .map_err(|e| invalid(format!("credential {}: {e}", cred.id)))?;
+                    // A secret is read from this process's environment now; without it the
+                    // credential cannot be checked on this node, and its assertions are refused.
+                    let secret = match secret_env {
+                        Some(var) => match std::env::var(var) {
+                            Ok(v) => Some(v.into_bytes()),
+                            Err(_) => {
+                                tracing::warn!(credential = %cred.id, variable = %var, "signed_jwt secret is not set; refusing its assertions");
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    let key = assertion::decoding_key(
+                        public_key_pem.as_deref(),
+                        secret.as_deref(),
+                        algorithm,
+                    )
+                    .map_err(|e| invalid(format!("credential {}: {e}", cred.id)))?;
+                    creds.assertions.insert(
+                        cred.id.clone(),
+                        AssertionKey {
+                            key,
+                            algorithm,
+                            entry,
+                            issuer: client.id.0.clone(),
+                        },
+                    );
+                }
+                CredentialKind::Mtls {
+                    fingerprint_sha256,
+                    ca_pem,
+                } => match (fingerprint_sha256, ca_pem) {
+                    (Some(fp), _) => {
+                        let pin = mtls::parse_fingerprint(fp).ok_or_else(|| {
+                            invalid(format!("credential {}: bad fingerprint", cred.id))
+                        })?;
+                        creds.mtls_pins.insert(pin, entry);
+                    }
+                    (None, Some(pem)) => {
+                        let verifier = mtls::ca_verifier(pem)
+                            .map_err(|e| invalid(format!("credential {}: {e}", cred.id)))?;
+                        creds.mtls_cas.push((verifier, entry));
+                    }
+                    (None, None) => {
+                        return Err(invalid(format!(
+                            "credential {}: no certificate binding",
+                            cred.id
+                        )));
+                    }
+                },
             }
         }
         profiles.push(CompiledProfile {

@@ -450,6 +450,8 @@ impl Validator {
                 (None, Some(pem)) => {
                     if !pem.contains("-----BEGIN CERTIFICATE-----") {
                         self.fail(format!("{at}.ca_pem"), "expected a PEM certificate");
+                    } else if let Err(e) = crate::auth::mtls::ca_verifier(pem) {
+                        self.fail(format!("{at}.ca_pem"), e);
                     }
                 }
                 (Some(_), Some(_)) | (None, None) => {
@@ -459,24 +461,44 @@ impl Validator {
             CredentialKind::SignedJwt {
                 public_key_pem,
                 secret_env,
-            } => match (public_key_pem, secret_env) {
-                (Some(pem), None) => {
-                    if !pem.contains("-----BEGIN PUBLIC KEY-----") {
-                        self.fail(format!("{at}.public_key_pem"), "expected a PEM public key");
+                algorithm,
+            } => {
+                match (public_key_pem, secret_env) {
+                    (Some(pem), None) => {
+                        if !pem.contains("-----BEGIN PUBLIC KEY-----") {
+                            self.fail(format!("{at}.public_key_pem"), "expected a PEM public key");
+                        }
+                    }
+                    (None, Some(var)) => {
+                        if !env_ref::is_variable_name(var) {
+                            self.fail(
+                                format!("{at}.secret_env"),
+                                format!("'{var}' is not a variable name"),
+                            );
+                        }
+                    }
+                    (Some(_), Some(_)) | (None, None) => {
+                        self.fail(at, "give exactly one of public_key_pem and secret_env")
                     }
                 }
-                (None, Some(var)) => {
-                    if !env_ref::is_variable_name(var) {
-                        self.fail(
-                            format!("{at}.secret_env"),
-                            format!("'{var}' is not a variable name"),
-                        );
+                let with_secret = secret_env.is_some();
+                match crate::auth::assertion::algorithm(algorithm.as_deref(), with_secret) {
+                    Err(e) => self.fail(format!("{at}.algorithm"), e),
+                    Ok(alg) => {
+                        // The key must be usable with the algorithm, or the node could not
+                        // compile this configuration.
+                        let pem = public_key_pem
+                            .as_deref()
+                            .filter(|p| p.contains("-----BEGIN"));
+                        if let Some(pem) = pem
+                            && let Err(e) =
+                                crate::auth::assertion::decoding_key(Some(pem), None, alg)
+                        {
+                            self.fail(format!("{at}.public_key_pem"), e);
+                        }
                     }
                 }
-                (Some(_), Some(_)) | (None, None) => {
-                    self.fail(at, "give exactly one of public_key_pem and secret_env")
-                }
-            },
+            }
         }
     }
 }
