@@ -51,6 +51,8 @@ pub async fn handle<B>(gw: Arc<Gateway>, health: Arc<Health>, req: Request<B>) -
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match (req.uri().path(), get) {
         ("/healthz", true) => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        // The public keys upstreams verify identity assertions with.
+        ("/.well-known/jwks.json", true) => json_response(StatusCode::OK, &gw.signer.jwks),
         ("/readyz", true) => {
             let version = gw.snapshot.current().version;
             let rejected = match health.rejected_version.load(Ordering::Relaxed) {

@@ -93,7 +93,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 /// The demo configuration for an upstream at `addr`: a collection, and a client whose sandbox
 /// profile holds one API token (stored as `token_hash`) and may read and create orders, but not
 /// delete them.
-pub fn config(addr: SocketAddr, token_hash: &str) -> Config {
+pub fn config(addr: SocketAddr, credential_id: &str, token_hash: &str) -> Config {
     let text = format!(
         r#"
 collections:
@@ -140,12 +140,33 @@ clients:
         collections: [demo]
         scopes: [orders:read, orders:write]
         credentials:
-          - id: demo-token
+          - id: {credential_id}
             kind: api_token
             token_hash: {token_hash}
 "#
     );
     config::parse(&text, Format::Yaml).expect("the demo configuration is valid")
+}
+
+/// The demo configuration for this start: a new token credential, and every earlier demo
+/// token in `stored` revoked — a restarted demo leaves exactly one valid demo token.
+pub fn config_replacing(addr: SocketAddr, token_hash: &str, stored: &Config) -> Config {
+    let suffix = &token_hash[..8];
+    let mut config = config(addr, &format!("demo-token-{suffix}"), token_hash);
+    let earlier = stored
+        .clients
+        .iter()
+        .filter(|c| c.id.as_str() == "demo-app")
+        .flat_map(|c| &c.profiles)
+        .filter(|p| p.id.as_str() == "demo-sandbox")
+        .flat_map(|p| p.credentials.iter().cloned());
+    let now = time::OffsetDateTime::now_utc();
+    let profile = &mut config.clients[0].profiles[0];
+    for mut old in earlier {
+        old.revoked_at.get_or_insert(now);
+        profile.credentials.push(old);
+    }
+    config
 }
 
 /// The lines printed on start: the demo's token (shown once) and what to try.

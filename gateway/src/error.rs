@@ -49,6 +49,9 @@ pub enum ErrorCode {
     UpstreamTimeout,
     /// The upstream connection failed after it was established (reset, malformed response).
     UpstreamError,
+    /// The gateway could not obtain its own credential for the upstream (the OAuth2 token
+    /// endpoint failed, or the identity assertion could not be signed).
+    UpstreamCredentialUnavailable,
     /// The collection's upstream settings cannot be used on this node (e.g. a header refers to
     /// an environment variable that is not set).
     UpstreamMisconfigured,
@@ -56,7 +59,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -73,6 +76,7 @@ impl ErrorCode {
         ErrorCode::UpstreamUnreachable,
         ErrorCode::UpstreamTimeout,
         ErrorCode::UpstreamError,
+        ErrorCode::UpstreamCredentialUnavailable,
         ErrorCode::UpstreamMisconfigured,
     ];
 
@@ -95,6 +99,7 @@ impl ErrorCode {
             ErrorCode::UpstreamUnreachable => "upstream_unreachable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::UpstreamError => "upstream_error",
+            ErrorCode::UpstreamCredentialUnavailable => "upstream_credential_unavailable",
             ErrorCode::UpstreamMisconfigured => "upstream_misconfigured",
         }
     }
@@ -117,6 +122,7 @@ impl ErrorCode {
             ErrorCode::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamCredentialUnavailable => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamMisconfigured => StatusCode::BAD_GATEWAY,
         }
     }

@@ -23,3 +23,4 @@ pub mod route;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod upstream_auth;

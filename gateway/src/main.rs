@@ -179,11 +179,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let location = || StoreLocation::resolve(cli.store.as_deref(), &cli.data_dir);
     let secret = || TokenSecret::load(cli.token_secret.as_deref(), &cli.data_dir);
     match cli.command {
-        Command::Serve(settings) => node::run(*settings, location()?, secret()?).await?,
+        Command::Serve(settings) => {
+            node::run(*settings, location()?, secret()?, &cli.data_dir).await?
+        }
         Command::Validate { file } => {
             let config = config::load_file(&file)?;
             println!(
-                "{}: valid ({} collections, {} operations, {} clients)",
+                "{}: valid ({} collections, {} operations, {} clients, {} identity providers)",
                 file.display(),
                 config.collections.len(),
                 config
@@ -191,7 +193,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|c| c.operations.len())
                     .sum::<usize>(),
-                config.clients.len()
+                config.clients.len(),
+                config.identity_providers.len()
             );
         }
         Command::Apply {

@@ -140,8 +140,39 @@ pub struct Collection {
         skip_serializing_if = "Option::is_none"
     )]
     pub upstream_timeout: Option<std::time::Duration>,
+    /// The gateway's own credential for the upstream (never the caller's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuth>,
+    /// Send the upstream a short-lived JWT, signed by the gateway, asserting who called
+    /// (`X-Portcullis-Identity`); verify it with the key set at the admin listener's
+    /// `/.well-known/jwks.json`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub identity_assertion: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operations: Vec<Operation>,
+}
+
+/// How the gateway authenticates itself to an upstream. Secrets are named by environment
+/// variables of the gateway process, never stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UpstreamAuth {
+    /// `Authorization: Basic …`.
+    Basic {
+        username: String,
+        password_env: String,
+    },
+    /// `Authorization: Bearer <static token>`.
+    Bearer { token_env: String },
+    /// `Authorization: Bearer <token>` from an OAuth2 token endpoint (client credentials
+    /// grant, client_secret_basic), cached until shortly before it expires.
+    Oauth2ClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret_env: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        scopes: Vec<String>,
+    },
 }
 
 fn default_version() -> String {

@@ -21,6 +21,7 @@ use crate::plan::{self, ApplyOptions};
 use crate::server::{self, ConnectionLimits};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::store::{Store, StoreLocation, assemble};
+use crate::upstream_auth::{IdentitySigner, TokenCache};
 
 /// Settings of one node (command-line flags, each also readable from the environment).
 #[derive(Clone, Debug, clap::Args)]
@@ -65,6 +66,13 @@ pub struct NodeSettings {
     /// triggers a fetch at most this often).
     #[arg(long, env = "PORTCULLIS_JWKS_REFRESH_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
     pub jwks_refresh_cooldown: Duration,
+    /// PKCS#8 PEM EC (P-256) private key for identity assertions sent to upstreams; every node
+    /// of a cluster should share one. Defaults to DATA_DIR/identity-key.pem, created on first use.
+    #[arg(long, env = "PORTCULLIS_IDENTITY_SIGNING_KEY")]
+    pub identity_signing_key: Option<PathBuf>,
+    /// The `iss` of identity assertions sent to upstreams.
+    #[arg(long, env = "PORTCULLIS_IDENTITY_ISSUER", default_value = "portcullis")]
+    pub identity_issuer: String,
     /// The audience (`aud`) client-signed assertions must name.
     #[arg(
         long,
@@ -95,7 +103,14 @@ pub async fn run(
     settings: NodeSettings,
     location: StoreLocation,
     secret: TokenSecret,
+    data_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let signer = IdentitySigner::load(
+        settings.identity_signing_key.as_deref(),
+        data_dir,
+        settings.identity_issuer.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot load the identity signing key: {e}"))?;
     let store = Store::open(&location)
         .await
         .with_context(|| format!("cannot open the configuration store {}", location.display()))?;
@@ -107,7 +122,9 @@ pub async fn run(
             .await
             .context("cannot start the demo upstream")?;
         let token = crate::auth::token::generate();
-        let config = demo::config(upstream, &secret.hash_hex(&token));
+        let (_, stored) = store.load().await?;
+        let config =
+            demo::config_replacing(upstream, &secret.hash_hex(&token), &assemble(&stored)?);
         plan::apply(&store, &config, ApplyOptions::default())
             .await
             .context("cannot apply the demo configuration")?;
@@ -148,6 +165,8 @@ pub async fn run(
             secret,
             assertion_audience: settings.assertion_audience.clone(),
         },
+        upstream_tokens: TokenCache::new(client_tls(&extra_roots_for_idp)),
+        signer: Arc::new(signer),
         settings: PipelineSettings {
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::auth::{self, Caller, Verifiers};
 use crate::authz;
+use crate::upstream_auth::{SharedSigner, TokenCache};
 use http::{Request, Response};
 
 use crate::body::{self, Body, BoxError};
@@ -32,6 +33,10 @@ pub struct Gateway {
     pub snapshot: SnapshotCell,
     pub forwarder: Forwarder,
     pub verifiers: Verifiers,
+    /// The gateway's own OAuth2 tokens for upstreams.
+    pub upstream_tokens: TokenCache,
+    /// Signs identity assertions for upstreams that ask for them.
+    pub signer: SharedSigner,
     pub settings: PipelineSettings,
 }
 
@@ -166,7 +171,34 @@ where
     let target_path = operation
         .target
         .expand(|name| route.param(name), route.rest());
-    let identity = identity_headers(&caller);
+    let mut identity = identity_headers(&caller);
+    if collection.identity_assertion {
+        let assertion = gw
+            .signer
+            .sign(
+                &caller,
+                collection.id.as_str(),
+                request_id.to_str().unwrap_or_default(),
+            )
+            .map_err(|reason| {
+                tracing::error!(%reason, "cannot sign the identity assertion");
+                GatewayError::new(
+                    ErrorCode::UpstreamCredentialUnavailable,
+                    "the gateway could not sign its identity assertion for the upstream",
+                )
+            })?;
+        identity.push((HeaderName::from_static("x-portcullis-identity"), assertion));
+    }
+    if let Some(grant) = &collection.oauth2 {
+        let authorization = gw.upstream_tokens.authorization(grant).await.map_err(|reason| {
+            tracing::warn!(collection = %collection.id, %reason, "cannot obtain the upstream token");
+            GatewayError::new(
+                ErrorCode::UpstreamCredentialUnavailable,
+                "the gateway could not obtain its credential for the upstream",
+            )
+        })?;
+        identity.push((http::header::AUTHORIZATION, authorization));
+    }
     let out = Outbound {
         target,
         path: target_path,

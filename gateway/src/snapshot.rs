@@ -18,12 +18,14 @@ use crate::auth::assertion::{self, AssertionKey, AssertionKeys};
 use crate::auth::{mtls, token};
 use crate::config::env_ref;
 use crate::forward::UpstreamTarget;
+use crate::model::UpstreamAuth;
 use crate::model::{
     Client, ClientId, CollectionId, Config, CredentialId, CredentialKind, Environment, OperationId,
     ProfileId, ProviderId, Status,
 };
 use crate::route::template::PathTemplate;
 use crate::route::{RouteConflict, RouteSpec, Router};
+use crate::upstream_auth::ClientCredentials;
 
 /// Everything a request needs, compiled from one configuration version.
 pub struct Snapshot {
@@ -99,6 +101,10 @@ pub struct CompiledCollection {
     /// Headers added upstream, with `${VAR}` references resolved — or why they could not be.
     pub headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
     pub upstream_timeout: Option<Duration>,
+    /// OAuth2 client credentials the gateway presents upstream.
+    pub oauth2: Option<ClientCredentials>,
+    /// Whether the upstream receives a gateway-signed identity assertion.
+    pub identity_assertion: bool,
     pub operations: Vec<CompiledOperation>,
 }
 
@@ -191,8 +197,10 @@ impl Snapshot {
                 version: c.version.clone(),
                 base_path: c.base_path.clone(),
                 upstreams,
-                headers: resolve_headers(&c.headers),
+                headers: resolve_headers(&c.headers, c.upstream_auth.as_ref()),
+                oauth2: client_credentials(c.upstream_auth.as_ref()),
                 upstream_timeout: c.upstream_timeout,
+                identity_assertion: c.identity_assertion,
                 operations,
             });
         }
@@ -387,8 +395,12 @@ fn compile_client(
 
 fn resolve_headers(
     headers: &std::collections::BTreeMap<String, String>,
+    auth: Option<&UpstreamAuth>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    headers
+    let env = |var: &str| {
+        std::env::var(var).map_err(|_| format!("environment variable '{var}' is not set"))
+    };
+    let mut out: Vec<(HeaderName, HeaderValue)> = headers
         .iter()
         .map(|(name, value)| {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
@@ -399,7 +411,53 @@ fn resolve_headers(
             value.set_sensitive(true);
             Ok((name, value))
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    let authorization = match auth {
+        Some(UpstreamAuth::Basic {
+            username,
+            password_env,
+        }) => {
+            use base64::Engine;
+            let pair = format!("{username}:{}", env(password_env)?);
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ))
+        }
+        Some(UpstreamAuth::Bearer { token_env }) => Some(format!("Bearer {}", env(token_env)?)),
+        Some(UpstreamAuth::Oauth2ClientCredentials {
+            client_secret_env, ..
+        }) => {
+            // Fetched per request from the token cache; only check the secret is here.
+            env(client_secret_env)?;
+            None
+        }
+        None => None,
+    };
+    if let Some(value) = authorization {
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| "upstream_auth: the credential is not a valid header value".to_owned())?;
+        value.set_sensitive(true);
+        out.push((http::header::AUTHORIZATION, value));
+    }
+    Ok(out)
+}
+
+fn client_credentials(auth: Option<&UpstreamAuth>) -> Option<ClientCredentials> {
+    match auth? {
+        UpstreamAuth::Oauth2ClientCredentials {
+            token_url,
+            client_id,
+            client_secret_env,
+            scopes,
+        } => Some(ClientCredentials {
+            token_url: token_url.clone(),
+            client_id: client_id.clone(),
+            client_secret: std::env::var(client_secret_env).ok()?,
+            scopes: scopes.clone(),
+        }),
+        UpstreamAuth::Basic { .. } | UpstreamAuth::Bearer { .. } => None,
+    }
 }
 
 /// The current snapshot, shared by every connection and swapped whole on change.

@@ -99,7 +99,9 @@ fn apply_export_apply_round_trips_with_no_diff() {
     let out = cli(d, None, &["validate", "-f", &file]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).ends_with("full.yaml: valid (1 collections, 3 operations, 2 clients)\n"),
+        stdout(&out).ends_with(
+            "full.yaml: valid (1 collections, 3 operations, 2 clients, 1 identity providers)\n"
+        ),
         "{}",
         stdout(&out)
     );

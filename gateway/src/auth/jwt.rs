@@ -52,8 +52,26 @@ pub struct KeySets {
 
 struct KeySet {
     keys: HashMap<String, (DecodingKey, Algorithm)>,
-    /// When the last fetch was attempted, successful or not.
+    /// When the keys were last fetched successfully (never: `None`).
+    fetched: Option<Instant>,
+    /// When a fetch was last attempted, successful or not.
     attempted: Instant,
+}
+
+impl KeySet {
+    fn is_fresh(&self, ttl: Duration) -> bool {
+        self.fetched.is_some_and(|t| t.elapsed() < ttl)
+    }
+
+    /// The key for `kid` from this set: unknown keys are the token's fault, unless the
+    /// provider's keys could never be fetched at all.
+    fn answer(&self, kid: &str) -> Result<(DecodingKey, Algorithm), JwtError> {
+        match (self.keys.get(kid), self.fetched) {
+            (Some(found), _) => Ok(found.clone()),
+            (None, None) => Err(JwtError::Unavailable),
+            (None, Some(_)) => Err(JwtError::Invalid),
+        }
+    }
 }
 
 impl KeySets {
@@ -127,50 +145,51 @@ impl KeySets {
         provider: &CompiledProvider,
         kid: &str,
     ) -> Result<(DecodingKey, Algorithm), JwtError> {
-        let cached = self.cached(&provider.issuer);
-        if let Some(set) = cached.filter(|s| s.attempted.elapsed() < self.ttl)
+        // Fast path: a fresh set that has the key.
+        if let Some(set) = self.cached(&provider.issuer)
+            && set.is_fresh(self.ttl)
             && let Some(found) = set.keys.get(kid)
         {
             return Ok(found.clone());
         }
         let _gate = self.refresh.lock().await;
-        // Another request may have refreshed while this one waited.
+        // Another request may have refreshed while this one waited; and within the cooldown
+        // nothing is fetched again, whatever the token says.
         let cached = self.cached(&provider.issuer);
         if let Some(set) = &cached {
-            let fresh = set.attempted.elapsed() < self.ttl;
-            let cooling = set.attempted.elapsed() < self.cooldown;
-            match set.keys.get(kid) {
-                Some(found) if fresh => return Ok(found.clone()),
-                None if cooling => return Err(JwtError::Invalid),
-                Some(_) | None => {}
+            let found = set.keys.get(kid);
+            if set.attempted.elapsed() < self.cooldown
+                || (found.is_some() && set.is_fresh(self.ttl))
+            {
+                return set.answer(kid);
             }
         }
         let fetched = tokio::time::timeout(self.fetch_timeout * 2, self.fetch(provider))
             .await
             .unwrap_or_else(|_| Err("timed out".to_owned()));
+        let now = Instant::now();
         let set = match fetched {
             Ok(keys) => KeySet {
                 keys,
-                attempted: Instant::now(),
+                fetched: Some(now),
+                attempted: now,
             },
             Err(reason) => {
                 tracing::warn!(issuer = %provider.issuer, %reason, "cannot fetch the identity provider's keys");
-                match cached {
-                    // Keep using what we had; try again after the cooldown.
-                    Some(old) => KeySet {
-                        keys: old.keys.clone(),
-                        attempted: Instant::now(),
-                    },
-                    None => return Err(JwtError::Unavailable),
+                // Keep using what we had (even past its time); try again after the cooldown.
+                KeySet {
+                    keys: cached.as_ref().map(|c| c.keys.clone()).unwrap_or_default(),
+                    fetched: cached.as_ref().and_then(|c| c.fetched),
+                    attempted: now,
                 }
             }
         };
-        let found = set.keys.get(kid).cloned();
+        let answer = set.answer(kid);
         self.sets
             .write()
             .expect("key set lock is never poisoned")
             .insert(provider.issuer.clone(), Arc::new(set));
-        found.ok_or(JwtError::Invalid)
+        answer
     }
 
     fn cached(&self, issuer: &str) -> Option<Arc<KeySet>> {

@@ -141,8 +141,8 @@ pub fn parse_hash(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Creates `path` with owner-only permissions, failing if it exists.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Creates `path` with owner-only permissions; leaves an existing file alone.
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -9,7 +9,9 @@ use http::header::HeaderName;
 use super::FieldError;
 use super::env_ref;
 use crate::forward::{UpstreamTarget, is_reserved_header};
-use crate::model::{Client, Collection, Config, Credential, CredentialKind, Operation, Profile};
+use crate::model::{
+    Client, Collection, Config, Credential, CredentialKind, Operation, Profile, UpstreamAuth,
+};
 use crate::route::template::PathTemplate;
 use crate::route::{RouteSpec, Router};
 
@@ -146,6 +148,39 @@ impl Validator {
             self.id(&format!("{at}.upstreams"), env.as_str());
             if let Err(e) = UpstreamTarget::parse(url) {
                 self.fail(format!("{at}.upstreams.{env}"), e);
+            }
+        }
+        if let Some(auth) = &c.upstream_auth {
+            let vars: Vec<(&str, &String)> = match auth {
+                UpstreamAuth::Basic { password_env, .. } => vec![("password_env", password_env)],
+                UpstreamAuth::Bearer { token_env } => vec![("token_env", token_env)],
+                UpstreamAuth::Oauth2ClientCredentials {
+                    token_url,
+                    client_secret_env,
+                    ..
+                } => {
+                    if let Err(e) = UpstreamTarget::parse(token_url) {
+                        self.fail(format!("{at}.upstream_auth.token_url"), e);
+                    }
+                    vec![("client_secret_env", client_secret_env)]
+                }
+            };
+            for (field, var) in vars {
+                if !env_ref::is_variable_name(var) {
+                    self.fail(
+                        format!("{at}.upstream_auth.{field}"),
+                        format!("'{var}' is not a variable name"),
+                    );
+                }
+            }
+            if c.headers
+                .keys()
+                .any(|h| h.eq_ignore_ascii_case("authorization"))
+            {
+                self.fail(
+                    format!("{at}.headers.authorization"),
+                    "upstream_auth already sets Authorization",
+                );
             }
         }
         if c.upstream_timeout.is_some_and(|t| t.is_zero()) {
