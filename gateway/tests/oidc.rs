@@ -25,6 +25,8 @@ use support::{Node, Upstream};
 use tokio::net::TcpListener;
 
 const AUDIENCE: &str = "portcullis-api";
+const RSA_PRIVATE: &str = include_str!("fixtures/rsa-test-key.pem");
+const RSA_PUBLIC: &str = include_str!("fixtures/rsa-test-key.pub.pem");
 
 /// A signing key with its published JWK.
 struct Key {
@@ -200,6 +202,11 @@ async fn fixture() -> Fixture {
     let idp = Provider::start().await;
     let key = Key::new("k1");
     idp.publish(&key);
+    let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+    let mut rsa_jwk =
+        serde_json::to_value(Jwk::from_encoding_key(&rsa, Algorithm::RS256).unwrap()).unwrap();
+    rsa_jwk["kid"] = "rsa1".into();
+    idp.keys.lock().unwrap().push(rsa_jwk);
     let node = Node::builder()
         .config(&config(&up.url(), &idp.issuer()))
         .without_tester()
@@ -343,6 +350,18 @@ async fn hostile_tokens_are_refused() {
     let mut big = good.clone();
     big["padding"] = "x".repeat(9000).into();
     cases.push(("oversized", f.key.sign(&big)));
+    // The classic confusion: RS256 key, HS256 token "signed" with the RSA public key.
+    let mut rs_hs = Header::new(Algorithm::HS256);
+    rs_hs.kid = Some("rsa1".into());
+    cases.push((
+        "RS256 to HS256 with the RSA public key",
+        jsonwebtoken::encode(
+            &rs_hs,
+            &good,
+            &EncodingKey::from_secret(RSA_PUBLIC.as_bytes()),
+        )
+        .unwrap(),
+    ));
     cases.push(("garbage", "a.b.c".to_owned()));
     cases.push(("not a JWT", "hello".to_owned()));
 
@@ -367,6 +386,20 @@ async fn hostile_tokens_are_refused() {
     c["exp"] = (now() - 2).into();
     assert_eq!(call(&f.node, "GET", &f.key.sign(&c)).await.0, 200);
     assert_eq!(call(&f.node, "GET", &valid).await.0, 200);
+    // And the RSA key itself verifies RS256 tokens.
+    let mut rs = Header::new(Algorithm::RS256);
+    rs.kid = Some("rsa1".into());
+    let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+    assert_eq!(
+        call(
+            &f.node,
+            "GET",
+            &jsonwebtoken::encode(&rs, &good, &rsa).unwrap()
+        )
+        .await
+        .0,
+        200
+    );
 }
 
 #[tokio::test]

@@ -36,13 +36,27 @@ pub enum JwtError {
 /// A verified token: its provider (index into the snapshot's providers) and claims.
 pub struct Verified {
     pub provider: usize,
-    pub claims: Map<String, Value>,
+    pub claims: Arc<Map<String, Value>>,
+}
+
+/// How long a verified token is remembered (never past its `exp`). Signature checks are the
+/// costly part of a request; agents and apps reuse one token for many calls.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// Most verified tokens remembered at once.
+const VERIFIED_MAX: usize = 10_000;
+
+struct Remembered {
+    claims: Arc<Map<String, Value>>,
+    until: Instant,
 }
 
 /// Key sets per issuer, shared by every request of a node.
 pub struct KeySets {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     sets: RwLock<HashMap<String, Arc<KeySet>>>,
+    /// Tokens already verified, by a hash of the token and the provider settings it was
+    /// checked against.
+    verified: RwLock<HashMap<[u8; 32], Remembered>>,
     /// One refresh at a time; waiting requests then find the fresh set.
     refresh: tokio::sync::Mutex<()>,
     ttl: Duration,
@@ -94,6 +108,7 @@ impl KeySets {
         Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
             sets: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
             refresh: tokio::sync::Mutex::new(()),
             ttl,
             cooldown,
@@ -122,6 +137,13 @@ impl KeySets {
             .enumerate()
             .find(|(_, p)| p.issuer == iss)
             .ok_or(JwtError::Invalid)?;
+        let memo = memo_key(token, provider);
+        if let Some(claims) = self.remembered(&memo) {
+            return Ok(Verified {
+                provider: index,
+                claims,
+            });
+        }
         let (key, algorithm) = self.key(provider, kid).await?;
         if header.alg != algorithm {
             return Err(JwtError::Invalid);
@@ -134,10 +156,51 @@ impl KeySets {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
             .map_err(|_| JwtError::Invalid)?;
+        let claims = Arc::new(data.claims);
+        self.remember(memo, &claims);
         Ok(Verified {
             provider: index,
-            claims: data.claims,
+            claims,
         })
+    }
+
+    fn remembered(&self, memo: &[u8; 32]) -> Option<Arc<Map<String, Value>>> {
+        self.verified
+            .read()
+            .expect("verified-token lock is never poisoned")
+            .get(memo)
+            .filter(|r| Instant::now() < r.until)
+            .map(|r| r.claims.clone())
+    }
+
+    fn remember(&self, memo: [u8; 32], claims: &Arc<Map<String, Value>>) {
+        let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+        let left = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .map_or(0, |exp| u64::try_from(exp - now_unix).unwrap_or(0));
+        let keep = VERIFIED_TTL.min(Duration::from_secs(left));
+        if keep.is_zero() {
+            return;
+        }
+        let mut map = self
+            .verified
+            .write()
+            .expect("verified-token lock is never poisoned");
+        if map.len() >= VERIFIED_MAX {
+            let now = Instant::now();
+            map.retain(|_, r| now < r.until);
+            if map.len() >= VERIFIED_MAX {
+                map.clear();
+            }
+        }
+        map.insert(
+            memo,
+            Remembered {
+                claims: claims.clone(),
+                until: Instant::now() + keep,
+            },
+        );
     }
 
     async fn key(
@@ -261,6 +324,22 @@ fn jwk_curve(jwk: &jsonwebtoken::jwk::Jwk) -> Option<EllipticCurve> {
         AlgorithmParameters::OctetKeyPair(p) => Some(p.curve.clone()),
         _ => None,
     }
+}
+
+/// Identifies a token together with the provider settings it is checked against, so a change
+/// of audiences or skew is never answered from memory.
+fn memo_key(token: &str, provider: &CompiledProvider) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(token.as_bytes());
+    h.update([0]);
+    h.update(provider.issuer.as_bytes());
+    for aud in &provider.audiences {
+        h.update([0]);
+        h.update(aud.as_bytes());
+    }
+    h.update(provider.clock_skew.as_secs().to_le_bytes());
+    h.finalize().into()
 }
 
 /// The one algorithm a published key may verify: its declared `alg`, or the one its type and
