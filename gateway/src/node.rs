@@ -73,6 +73,11 @@ pub struct NodeSettings {
     /// The `iss` of identity assertions sent to upstreams.
     #[arg(long, env = "PORTCULLIS_IDENTITY_ISSUER", default_value = "portcullis")]
     pub identity_issuer: String,
+    /// Header in which a TLS-terminating proxy in --trusted-proxies passes the caller's client
+    /// certificate (URL-encoded PEM, e.g. nginx `$ssl_client_escaped_cert`). Off by default;
+    /// never read from other peers.
+    #[arg(long, env = "PORTCULLIS_CLIENT_CERT_HEADER")]
+    pub client_cert_header: Option<http::HeaderName>,
     /// The audience (`aud`) client-signed assertions must name.
     #[arg(
         long,
@@ -170,6 +175,7 @@ pub async fn run(
         settings: PipelineSettings {
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,
+            client_cert_header: settings.client_cert_header.clone(),
         },
     });
     let health = Arc::new(Health::default());

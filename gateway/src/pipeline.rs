@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 
-use crate::auth::{self, Caller, Verifiers};
+use crate::auth::{self, Caller, Verifiers, mtls};
 use crate::authz;
 use crate::upstream_auth::{SharedSigner, TokenCache};
 use http::{Request, Response};
@@ -26,6 +26,9 @@ pub struct PipelineSettings {
     pub max_body_bytes: usize,
     /// Limit on the request line and headers together.
     pub max_header_bytes: usize,
+    /// A header in which a trusted proxy that terminated TLS passes the caller's client
+    /// certificate (URL-encoded PEM). Read only from trusted proxies; off by default.
+    pub client_cert_header: Option<HeaderName>,
 }
 
 /// The data plane's shared state.
@@ -86,7 +89,7 @@ async fn run<B>(
     gw: &Gateway,
     peer: Peer,
     request_id: &HeaderValue,
-    req: Request<B>,
+    mut req: Request<B>,
 ) -> Result<Response<Body>, GatewayError>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -127,11 +130,22 @@ where
 
     // 4. Authenticate: who is calling. Nothing about the caller is trusted before this.
     let now = OffsetDateTime::now_utc();
+    let forwarded_cert = match (&peer.client_cert, &gw.settings.client_cert_header) {
+        (None, Some(name)) if gw.forwarder.is_trusted(peer.addr.ip()) => req
+            .headers()
+            .get(name)
+            .and_then(mtls::from_forwarded_header),
+        (Some(_), _) | (None, _) => None,
+    };
     let presented = auth::Presented {
         headers: req.headers(),
-        client_cert: peer.client_cert.as_deref(),
+        client_cert: peer.client_cert.as_deref().or(forwarded_cert.as_deref()),
     };
     let caller = auth::authenticate(&snapshot, &gw.verifiers, presented, now).await?;
+    if let Some(name) = &gw.settings.client_cert_header {
+        // A proxy's certificate header is for this gateway, never for the upstream.
+        req.headers_mut().remove(name);
+    }
 
     // 5. Authorize: may this caller call this operation, from here, now.
     let source = gw.forwarder.source_address(req.headers(), &peer);

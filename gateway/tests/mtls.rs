@@ -167,3 +167,55 @@ async fn certificates_identify_profiles() {
         "a refused caller reached the upstream"
     );
 }
+
+#[tokio::test]
+async fn a_certificate_forwarded_by_a_trusted_proxy() {
+    let up = Upstream::start().await;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(vec!["fleet-ca".to_owned()]).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let kiosk = self_signed("kiosk-3");
+    let escaped: String =
+        percent_encoding::utf8_percent_encode(&kiosk.cert_pem, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let yaml = config(&up.url(), &ca.pem(), &kiosk.fingerprint());
+
+    // Enabled, and the proxy (this test, on 127.0.0.1) is trusted: the header identifies.
+    let trusting = Node::builder()
+        .config(&yaml)
+        .without_tester()
+        .arg("--trusted-proxies")
+        .arg("127.0.0.1")
+        .arg("--client-cert-header")
+        .arg("x-client-cert")
+        .start();
+    let r = reqwest::Client::new()
+        .get(format!("{}/telemetry", trusting.gateway))
+        .header("x-client-cert", &escaped)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().header("x-portcullis-client"), Some("kiosk"));
+    assert!(
+        up.last().header("x-client-cert").is_none(),
+        "the proxy's header went upstream"
+    );
+
+    // Enabled, but the peer is not a trusted proxy: the header is ignored.
+    let untrusting = Node::builder()
+        .config(&yaml)
+        .without_tester()
+        .arg("--client-cert-header")
+        .arg("x-client-cert")
+        .start();
+    let r = reqwest::Client::new()
+        .get(format!("{}/telemetry", untrusting.gateway))
+        .header("x-client-cert", &escaped)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(code(&r.text().await.unwrap()), "unauthenticated");
+}

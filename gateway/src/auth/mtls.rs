@@ -2,8 +2,8 @@
 //! not require one, and checks during the handshake only that the caller holds the
 //! certificate's private key. Which profile a certificate proves — a pinned SHA-256 fingerprint,
 //! or a chain to a profile's CA — is decided per request, against the current snapshot, so
-//! configuration changes need no new listener. Certificates forwarded in headers by proxies are
-//! never read.
+//! configuration changes need no new listener. A certificate forwarded in a header is read only
+//! when `--client-cert-header` names it, and only from `--trusted-proxies`.
 
 use std::sync::Arc;
 
@@ -40,6 +40,19 @@ impl ClientCert {
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .is_ok()
     }
+}
+
+/// A certificate a trusted proxy forwarded in a header: URL-encoded PEM, as nginx's
+/// `$ssl_client_escaped_cert` gives it. The proxy has checked possession of the key.
+pub fn from_forwarded_header(value: &http::HeaderValue) -> Option<Arc<ClientCert>> {
+    use rustls::pki_types::pem::PemObject;
+    let text = percent_encoding::percent_decode(value.as_bytes())
+        .decode_utf8()
+        .ok()?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<_, _>>()
+        .ok()?;
+    ClientCert::from_chain(&chain)
 }
 
 /// Parses a hex fingerprint, with or without `:` separators.
