@@ -256,7 +256,7 @@ pub async fn describe_access(
         let kind = match c.kind {
             CredentialKind::ApiToken { .. } => "api_token",
             CredentialKind::Oidc { .. } => "oidc",
-            CredentialKind::Mtls { .. } => "mtls (not yet accepted)",
+            CredentialKind::Mtls { .. } => "mtls",
             CredentialKind::SignedJwt { .. } => "signed_jwt",
         };
         let status = match (c.revoked_at, c.expires_at) {

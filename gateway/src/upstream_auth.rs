@@ -99,7 +99,7 @@ impl TokenCache {
             form.push_str("&scope=");
             form.extend(percent_encoding::utf8_percent_encode(
                 &grant.scopes.join(" "),
-                percent_encoding::NON_ALPHANUMERIC,
+                FORM,
             ));
         }
         let basic = base64::engine::general_purpose::STANDARD.encode(format!(
@@ -137,9 +137,16 @@ impl TokenCache {
     }
 }
 
+/// `application/x-www-form-urlencoded` escaping: everything but letters, digits and `-._*`.
+const FORM: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'*');
+
 /// RFC 6749 §2.3.1: client id and secret are form-encoded before Basic encoding.
 fn form_encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, FORM).to_string()
 }
 
 /// Signs identity assertions for upstreams.
@@ -224,7 +231,10 @@ impl IdentitySigner {
             "caller_sub": caller.subject,
             "iat": now,
             "exp": now + ASSERTION_LIFETIME_SECS,
-            "jti": request_id,
+            // A fresh id: the request id can be chosen by the caller, so it cannot serve
+            // upstreams as a replay guard.
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "request_id": request_id,
         });
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());

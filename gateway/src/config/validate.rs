@@ -102,6 +102,8 @@ pub fn validate_in(config: &Config, context: &Config) -> Result<(), Vec<FieldErr
 #[derive(Default)]
 struct Validator {
     errors: Vec<FieldError>,
+    /// Certificate fingerprints already bound to a credential.
+    pins: HashSet<String>,
 }
 
 impl Validator {
@@ -478,8 +480,14 @@ impl Validator {
                 ca_pem,
             } => match (fingerprint_sha256, ca_pem) {
                 (Some(fp), None) => {
-                    if !hex64(&fp.replace(':', "")) {
+                    let normalized = fp.replace(':', "").to_ascii_lowercase();
+                    if !hex64(&normalized) {
                         self.fail(format!("{at}.fingerprint_sha256"), "expected 64 hex digits");
+                    } else if !self.pins.insert(normalized) {
+                        self.fail(
+                            format!("{at}.fingerprint_sha256"),
+                            "this certificate is already bound to another credential",
+                        );
                     }
                 }
                 (None, Some(pem)) => {
