@@ -7,6 +7,7 @@ use portcullis::config::{Format, parse};
 use portcullis::model::Config;
 use portcullis::plan::{self, ApplyOptions};
 use portcullis::store::{Store, StoreError, StoreLocation, assemble};
+use sha2::Digest;
 use support::{Node, PgDatabase, Upstream};
 
 fn config(base: &str, upstream: &str) -> Config {
@@ -29,7 +30,11 @@ clients:
         credentials:
           - {{ id: cred-{base}, kind: mtls, fingerprint_sha256: "{fp}" }}
 "#,
-            fp = "ab".repeat(32)
+            // One certificate per configuration: a certificate binds to one credential.
+            fp = sha2::Sha256::digest(base.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         ),
         Format::Yaml,
     )
