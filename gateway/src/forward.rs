@@ -223,18 +223,23 @@ impl Forwarder {
         if !self.is_trusted(peer_ip) {
             return peer_ip;
         }
-        let chain: Vec<IpAddr> = headers
+        let chain: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse().ok())
             .collect();
-        chain
-            .into_iter()
-            .rev()
-            .find(|ip| !self.is_trusted(*ip))
-            .unwrap_or(peer_ip)
+        // From the nearest hop outwards: the first address not itself a trusted proxy is the
+        // caller. An entry that cannot be read ends the walk — what lies beyond it was written
+        // by someone we cannot vouch for — and the request counts as coming from the proxy.
+        for entry in chain.iter().rev() {
+            match forwarded_ip(entry) {
+                Some(ip) if self.is_trusted(ip) => continue,
+                Some(ip) => return ip,
+                None => return peer_ip,
+            }
+        }
+        peer_ip
     }
 
     /// Sends the caller's request upstream and returns the upstream's response, streaming.
@@ -262,7 +267,10 @@ impl Forwarder {
         headers.remove("x-profile-id");
         let claimed: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+            .filter(|k| {
+                k.as_str().starts_with(IDENTITY_PREFIX)
+                    || (k.as_str().contains('_') && is_gateway_owned(k.as_str()))
+            })
             .cloned()
             .collect();
         for name in claimed {
@@ -326,6 +334,40 @@ pub fn client_tls(
         .expect("ring supports the default protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth()
+}
+
+/// An address in `X-Forwarded-For`: `203.0.113.9`, `203.0.113.9:51234`, `2001:db8::1` or
+/// `[2001:db8::1]:443`.
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        return rest
+            .split_once(']')?
+            .0
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical());
+    }
+    let (host, port) = entry.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// Whether a caller's header is one the gateway removes or sets itself, counting `_` as `-`:
+/// servers that map headers to variables (CGI, WSGI, PHP) read `X_Portcullis_Client` as
+/// `X-Portcullis-Client`.
+fn is_gateway_owned(name: &str) -> bool {
+    let dashed = name.replace('_', "-");
+    dashed.starts_with(IDENTITY_PREFIX)
+        || CLIENT_CLAIMS.contains(&dashed.as_str())
+        || PATH_OVERRIDES.contains(&dashed.as_str())
+        || matches!(
+            dashed.as_str(),
+            "authorization" | "x-client-id" | "x-profile-id" | "x-request-id"
+        )
 }
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
@@ -456,6 +498,28 @@ mod tests {
         ] {
             assert!(UpstreamTarget::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn forwarded_addresses() {
+        for (entry, want) in [
+            ("203.0.113.9", Some("203.0.113.9")),
+            (" 203.0.113.9:51234", Some("203.0.113.9")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("::ffff:10.0.0.1", Some("10.0.0.1")),
+            ("unknown", None),
+            ("10.0.0.1:port", None),
+        ] {
+            assert_eq!(
+                forwarded_ip(entry),
+                want.map(|w| w.parse().unwrap()),
+                "{entry}"
+            );
+        }
+        assert!(is_gateway_owned("x_portcullis_client"));
+        assert!(is_gateway_owned("x_forwarded_for"));
+        assert!(!is_gateway_owned("x_custom_header"));
     }
 
     #[test]

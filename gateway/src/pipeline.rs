@@ -191,7 +191,7 @@ where
             .signer
             .sign(
                 &caller,
-                collection.id.as_str(),
+                &format!("{}/{}", collection.id, caller.profile.environment),
                 request_id.to_str().unwrap_or_default(),
             )
             .map_err(|reason| {

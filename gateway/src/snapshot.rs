@@ -326,9 +326,10 @@ fn compile_client(
                     // credential cannot be checked on this node, and its assertions are refused.
                     let secret = match secret_env {
                         Some(var) => match std::env::var(var) {
-                            Ok(v) => Some(v.into_bytes()),
-                            Err(_) => {
-                                tracing::warn!(credential = %cred.id, variable = %var, "signed_jwt secret is not set; refusing its assertions");
+                            // A short secret can be guessed; an empty one forges anything.
+                            Ok(v) if v.len() >= 32 => Some(v.into_bytes()),
+                            Ok(_) | Err(_) => {
+                                tracing::warn!(credential = %cred.id, variable = %var, "signed_jwt secret is unset or shorter than 32 bytes; refusing its assertions");
                                 continue;
                             }
                         },

@@ -74,13 +74,11 @@ impl TokenCache {
         // Renew a minute early (or at half-life for short tokens) so no request carries a
         // token that expires on the way.
         let margin = (lifetime / 2).min(Duration::from_secs(60));
+        let renew_at = Instant::now() + (lifetime - margin);
         self.tokens
             .write()
             .expect("token cache lock is never poisoned")
-            .insert(
-                grant.clone(),
-                (value.clone(), Instant::now() + lifetime - margin),
-            );
+            .insert(grant.clone(), (value.clone(), renew_at));
         Ok(value)
     }
 
@@ -132,7 +130,9 @@ impl TokenCache {
             .as_str()
             .ok_or("the token response has no access_token")?
             .to_owned();
-        let lifetime = Duration::from_secs(doc["expires_in"].as_u64().unwrap_or(300).max(1));
+        // Absurd lifetimes are capped: a token is renewed at least daily.
+        let lifetime =
+            Duration::from_secs(doc["expires_in"].as_u64().unwrap_or(300).clamp(1, 86_400));
         Ok((token, lifetime))
     }
 }
@@ -211,7 +211,8 @@ impl IdentitySigner {
         })
     }
 
-    /// An assertion for one request to `audience` (the collection id).
+    /// An assertion for one request to `audience` (`<collection>/<environment>`, so an
+    /// assertion sent to a sandbox upstream is no good to a production one).
     pub fn sign(
         &self,
         caller: &Caller<'_>,

@@ -352,6 +352,18 @@ fn broken_files_are_refused_whole_with_locations() {
             ],
         ),
         (
+            "insecure.yaml",
+            FULL.replace(
+                "issuer: https://idp.acme.example",
+                "issuer: http://idp.acme.example",
+            )
+            .replace("\"${PAYMENTS_KEY}\"", "\"${PORTCULLIS_TOKEN_SECRET}\""),
+            vec![
+                "identity_providers[0].issuer: 'http://idp.acme.example' must use https",
+                "collections[0].headers.x-api-key: this variable holds the gateway's own secret",
+            ],
+        ),
+        (
             "bad.json",
             r#"{"collections": [{"id": "x", "base_path": 5}]}"#.to_owned(),
             vec!["line 1", "collections[0].base_path"],

@@ -320,6 +320,8 @@ async fn the_upstream_learns_who_called_but_never_the_credential() {
         &[
             ("authorization", &format!("Bearer {token}")),
             ("x-portcullis-client", "someone-else"),
+            ("x_portcullis_subject", "admin@victim"),
+            ("x_forwarded_for", "10.0.0.1"),
             ("x-portcullis-scopes", "orders:admin"),
             ("cookie", "session=abc"),
         ],
@@ -328,6 +330,9 @@ async fn the_upstream_learns_who_called_but_never_the_credential() {
     assert_eq!(r.status(), 200);
     let seen = f.up.last();
     assert!(seen.header("authorization").is_none());
+    // Underscore spellings that CGI-style servers read as the same header are dropped too.
+    assert!(seen.header("x_portcullis_subject").is_none());
+    assert!(seen.header("x_forwarded_for").is_none());
     assert_eq!(seen.header("x-portcullis-client"), Some("acme"));
     assert_eq!(seen.header("x-portcullis-profile"), Some("acme-sbx"));
     assert_eq!(seen.header("x-portcullis-environment"), Some("sandbox"));

@@ -145,7 +145,7 @@ async fn the_gateway_presents_its_own_credentials() {
         .unwrap();
     let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    validation.set_audience(&["ledger"]);
+    validation.set_audience(&["ledger/sandbox"]);
     validation.set_issuer(&["portcullis"]);
     let claims = jsonwebtoken::decode::<serde_json::Value>(&assertion, &key, &validation)
         .unwrap()

@@ -94,9 +94,14 @@ pub fn verify<'s>(
         .claims;
     let (iat, exp) = (claims.get("iat")?.as_i64()?, claims.get("exp")?.as_i64()?);
     // Short-lived by construction: a long-lived "assertion" is a static secret in disguise.
+    // Issued within the last lifetime (plus skew), not in the future, and living no longer.
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let fresh = exp - iat <= MAX_LIFETIME_SECS && iat <= now + SKEW_SECS as i64;
-    fresh.then_some(&credential.entry)
+    let skew = SKEW_SECS as i64;
+    let recent = (now - MAX_LIFETIME_SECS - skew..=now + skew).contains(&iat);
+    let short = exp
+        .checked_sub(iat)
+        .is_some_and(|life| life <= MAX_LIFETIME_SECS);
+    (recent && short).then_some(&credential.entry)
 }
 
 #[cfg(test)]

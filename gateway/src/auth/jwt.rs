@@ -53,6 +53,7 @@ struct Remembered {
 /// Key sets per issuer, shared by every request of a node.
 pub struct KeySets {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// By [`set_key`].
     sets: RwLock<HashMap<String, Arc<KeySet>>>,
     /// Tokens already verified, by a hash of the token and the provider settings it was
     /// checked against.
@@ -209,7 +210,7 @@ impl KeySets {
         kid: &str,
     ) -> Result<(DecodingKey, Algorithm), JwtError> {
         // Fast path: a fresh set that has the key.
-        if let Some(set) = self.cached(&provider.issuer)
+        if let Some(set) = self.cached(&set_key(provider))
             && set.is_fresh(self.ttl)
             && let Some(found) = set.keys.get(kid)
         {
@@ -218,7 +219,7 @@ impl KeySets {
         let _gate = self.refresh.lock().await;
         // Another request may have refreshed while this one waited; and within the cooldown
         // nothing is fetched again, whatever the token says.
-        let cached = self.cached(&provider.issuer);
+        let cached = self.cached(&set_key(provider));
         if let Some(set) = &cached {
             let found = set.keys.get(kid);
             if set.attempted.elapsed() < self.cooldown
@@ -251,7 +252,7 @@ impl KeySets {
         self.sets
             .write()
             .expect("key set lock is never poisoned")
-            .insert(provider.issuer.clone(), Arc::new(set));
+            .insert(set_key(provider), Arc::new(set));
         answer
     }
 
@@ -324,6 +325,16 @@ fn jwk_curve(jwk: &jsonwebtoken::jwk::Jwk) -> Option<EllipticCurve> {
         AlgorithmParameters::OctetKeyPair(p) => Some(p.curve.clone()),
         _ => None,
     }
+}
+
+/// Key sets are cached per issuer and key location: pointing a provider at a new `jwks_uri`
+/// never reuses keys fetched from the old one.
+fn set_key(provider: &CompiledProvider) -> String {
+    format!(
+        "{}\n{}",
+        provider.issuer,
+        provider.jwks_uri.as_deref().unwrap_or_default()
+    )
 }
 
 /// Identifies a token together with the provider settings it is checked against, so a change

@@ -39,6 +39,15 @@ pub fn is_variable_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The variable names `value` refers to (well-formed references only).
+pub fn references(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split("${")
+        .skip(1)
+        .filter_map(|part| part.split_once('}').map(|(name, _)| name))
+        .filter(|name| is_variable_name(name))
+}
+
 /// Checks the syntax of every reference without resolving any.
 pub fn check(value: &str) -> Result<(), EnvRefError> {
     expand(value, |_| Some(String::new())).map(|_| ())

@@ -63,10 +63,10 @@ pub fn validate_in(config: &Config, context: &Config) -> Result<(), Vec<FieldErr
                 format!("issuer '{}' is given twice", p.issuer),
             );
         }
-        if let Err(e) = UpstreamTarget::parse(&p.issuer) {
+        if let Err(e) = secure_url(&p.issuer) {
             v.fail(format!("{at}.issuer"), e);
         }
-        if let Some(Err(e)) = p.jwks_uri.as_deref().map(UpstreamTarget::parse) {
+        if let Some(Err(e)) = p.jwks_uri.as_deref().map(secure_url) {
             v.fail(format!("{at}.jwks_uri"), e);
         }
         if p.audiences.is_empty() || p.audiences.iter().any(String::is_empty) {
@@ -99,11 +99,54 @@ pub fn validate_in(config: &Config, context: &Config) -> Result<(), Vec<FieldErr
     }
 }
 
+/// An http(s) URL that carries keys or secrets: https, or plain http only on loopback (where
+/// nobody can tamper with it in transit).
+fn secure_url(url: &str) -> Result<(), String> {
+    UpstreamTarget::parse(url)?;
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let host = url
+        .trim_start_matches("http://")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.split_once(']'))
+        .map_or_else(
+            || host.rsplit_once(':').map_or(host, |(h, _)| h),
+            |(h, _)| h,
+        );
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{url}' must use https (plain http is allowed only on loopback)"
+        ))
+    }
+}
+
+/// Environment variables that hold the node's own secrets: no configuration may send them
+/// anywhere.
+fn reserved_variable(name: &str) -> bool {
+    matches!(
+        name,
+        "PORTCULLIS_TOKEN_SECRET" | "PORTCULLIS_STORE_URL" | "PORTCULLIS_IDENTITY_SIGNING_KEY"
+    )
+}
+
 #[derive(Default)]
 struct Validator {
     errors: Vec<FieldError>,
     /// Certificate fingerprints already bound to a credential.
     pins: HashSet<String>,
+    /// API token hashes already bound to a credential.
+    token_hashes: HashSet<String>,
 }
 
 impl Validator {
@@ -161,13 +204,19 @@ impl Validator {
                     client_secret_env,
                     ..
                 } => {
-                    if let Err(e) = UpstreamTarget::parse(token_url) {
+                    if let Err(e) = secure_url(token_url) {
                         self.fail(format!("{at}.upstream_auth.token_url"), e);
                     }
                     vec![("client_secret_env", client_secret_env)]
                 }
             };
             for (field, var) in vars {
+                if reserved_variable(var) {
+                    self.fail(
+                        format!("{at}.upstream_auth.{field}"),
+                        "this variable holds the gateway's own secret",
+                    );
+                }
                 if !env_ref::is_variable_name(var) {
                     self.fail(
                         format!("{at}.upstream_auth.{field}"),
@@ -210,6 +259,11 @@ impl Validator {
             }
             if let Err(e) = env_ref::check(value) {
                 self.fail(&path, e.to_string());
+            } else if env_ref::references(value).any(reserved_variable) {
+                self.fail(
+                    &path,
+                    "this variable holds the gateway's own secret and cannot be sent upstream",
+                );
             } else if value.chars().any(|c| c.is_control() && c != '\t') {
                 self.fail(&path, "header values cannot contain control characters");
             }
@@ -453,6 +507,11 @@ impl Validator {
                     self.fail(
                         format!("{at}.token_hash"),
                         "expected 64 hex digits (HMAC-SHA-256)",
+                    );
+                } else if !self.token_hashes.insert(token_hash.to_ascii_lowercase()) {
+                    self.fail(
+                        format!("{at}.token_hash"),
+                        "this token is already bound to another credential",
                     );
                 }
             }
