@@ -572,7 +572,12 @@ impl Validator {
                         }
                     }
                     (None, Some(var)) => {
-                        if !env_ref::is_variable_name(var) {
+                        if reserved_variable(var) {
+                            self.fail(
+                                format!("{at}.secret_env"),
+                                "this variable holds the gateway's own secret",
+                            );
+                        } else if !env_ref::is_variable_name(var) {
                             self.fail(
                                 format!("{at}.secret_env"),
                                 format!("'{var}' is not a variable name"),
