@@ -316,6 +316,23 @@ impl Forwarder {
     }
 }
 
+/// A client for the gateway's own small requests (key sets, tokens): HTTP/1.1 over plain or
+/// TLS connections with a connect timeout.
+pub type ControlClient = Client<HttpsConnector<HttpConnector>, http_body_util::Full<bytes::Bytes>>;
+
+/// Builds a [`ControlClient`].
+pub fn control_client(tls: rustls::ClientConfig, connect_timeout: Duration) -> ControlClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
 /// The TLS settings for the gateway's outgoing connections (upstreams, identity providers):
 /// the public web roots plus any extra CA certificates.
 pub fn client_tls(

@@ -12,14 +12,11 @@ use base64::Engine;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::forward::{ControlClient, control_client};
 
 /// An OAuth2 client-credentials grant, compiled from a collection's `upstream_auth`.
 #[derive(Debug, PartialEq, Eq, Hash, Clone)]
@@ -33,7 +30,7 @@ pub struct ClientCredentials {
 
 /// Upstream access tokens, shared by every request of a node.
 pub struct TokenCache {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: ControlClient,
     tokens: RwLock<HashMap<ClientCredentials, (HeaderValue, Instant)>>,
     /// One fetch at a time: a burst of requests costs one token request.
     fetch: tokio::sync::Mutex<()>,
@@ -41,16 +38,8 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(tls: rustls::ClientConfig) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: control_client(tls, Duration::from_secs(5)),
             tokens: RwLock::new(HashMap::new()),
             fetch: tokio::sync::Mutex::new(()),
         }

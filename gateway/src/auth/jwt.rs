@@ -8,16 +8,12 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt, Limited};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+use crate::forward::{ControlClient, control_client};
 use crate::snapshot::{CompiledProvider, Snapshot};
 
 /// Tokens longer than this are refused unparsed.
@@ -52,7 +48,7 @@ struct Remembered {
 
 /// Key sets per issuer, shared by every request of a node.
 pub struct KeySets {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: ControlClient,
     /// By [`set_key`].
     sets: RwLock<HashMap<String, Arc<KeySet>>>,
     /// Tokens already verified, by a hash of the token and the provider settings it was
@@ -98,16 +94,8 @@ impl KeySets {
         cooldown: Duration,
         fetch_timeout: Duration,
     ) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(fetch_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: control_client(tls, fetch_timeout),
             sets: RwLock::new(HashMap::new()),
             verified: RwLock::new(HashMap::new()),
             refresh: tokio::sync::Mutex::new(()),
