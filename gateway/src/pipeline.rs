@@ -2,6 +2,7 @@
 //! continues or refuses with a code from the error catalogue. REST requests enter through
 //! [`handle`]; later channels (MCP `tools/call`) build a request and call the same function.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use time::OffsetDateTime;
 
 use crate::auth::{self, Caller, Verifiers, mtls};
 use crate::authz;
+use crate::snapshot::CompiledCollection;
 use crate::upstream_auth::{SharedSigner, TokenCache};
 use http::{Request, Response};
 
@@ -130,16 +132,10 @@ where
 
     // 4. Authenticate: who is calling. Nothing about the caller is trusted before this.
     let now = OffsetDateTime::now_utc();
-    let forwarded_cert = match (&peer.client_cert, &gw.settings.client_cert_header) {
-        (None, Some(name)) if gw.forwarder.is_trusted(peer.addr.ip()) => req
-            .headers()
-            .get(name)
-            .and_then(mtls::from_forwarded_header),
-        (Some(_), _) | (None, _) => None,
-    };
+    let certificate = client_certificate(gw, &peer, req.headers());
     let presented = auth::Presented {
         headers: req.headers(),
-        client_cert: peer.client_cert.as_deref().or(forwarded_cert.as_deref()),
+        client_cert: certificate.as_deref(),
     };
     let caller = auth::authenticate(&snapshot, &gw.verifiers, presented, now).await?;
     if let Some(name) = &gw.settings.client_cert_header {
@@ -185,34 +181,7 @@ where
     let target_path = operation
         .target
         .expand(|name| route.param(name), route.rest());
-    let mut identity = identity_headers(&caller);
-    if collection.identity_assertion {
-        let assertion = gw
-            .signer
-            .sign(
-                &caller,
-                &format!("{}/{}", collection.id, caller.profile.environment),
-                request_id.to_str().unwrap_or_default(),
-            )
-            .map_err(|reason| {
-                tracing::error!(%reason, "cannot sign the identity assertion");
-                GatewayError::new(
-                    ErrorCode::UpstreamCredentialUnavailable,
-                    "the gateway could not sign its identity assertion for the upstream",
-                )
-            })?;
-        identity.push((HeaderName::from_static("x-portcullis-identity"), assertion));
-    }
-    if let Some(grant) = &collection.oauth2 {
-        let authorization = gw.upstream_tokens.authorization(grant).await.map_err(|reason| {
-            tracing::warn!(collection = %collection.id, %reason, "cannot obtain the upstream token");
-            GatewayError::new(
-                ErrorCode::UpstreamCredentialUnavailable,
-                "the gateway could not obtain its credential for the upstream",
-            )
-        })?;
-        identity.push((http::header::AUTHORIZATION, authorization));
-    }
+    let identity = gateway_headers(gw, &caller, collection, request_id).await?;
     let out = Outbound {
         target,
         path: target_path,
@@ -230,6 +199,59 @@ where
             body::limit_inbound(body, gw.settings.max_body_bytes),
         )
         .await
+}
+
+/// The certificate the caller presented: from its own TLS handshake, or — only when
+/// `--client-cert-header` is set and the peer is a trusted proxy — from that header.
+fn client_certificate(
+    gw: &Gateway,
+    peer: &Peer,
+    headers: &http::HeaderMap,
+) -> Option<Arc<mtls::ClientCert>> {
+    if let Some(own) = &peer.client_cert {
+        return Some(own.clone());
+    }
+    let name = gw.settings.client_cert_header.as_ref()?;
+    if !gw.forwarder.is_trusted(peer.addr.ip()) {
+        return None;
+    }
+    headers.get(name).and_then(mtls::from_forwarded_header)
+}
+
+/// Everything the gateway itself adds for the upstream: who called (plain headers, and a
+/// signed assertion when the collection asks for one) and the gateway's own OAuth2 token.
+async fn gateway_headers(
+    gw: &Gateway,
+    caller: &Caller<'_>,
+    collection: &CompiledCollection,
+    request_id: &HeaderValue,
+) -> Result<Vec<(HeaderName, HeaderValue)>, GatewayError> {
+    let mut headers = identity_headers(caller);
+    if collection.identity_assertion {
+        let audience = format!("{}/{}", collection.id, caller.profile.environment);
+        let assertion = gw
+            .signer
+            .sign(caller, &audience, request_id.to_str().unwrap_or_default())
+            .map_err(|reason| {
+                tracing::error!(%reason, "cannot sign the identity assertion");
+                GatewayError::new(
+                    ErrorCode::UpstreamCredentialUnavailable,
+                    "the gateway could not sign its identity assertion for the upstream",
+                )
+            })?;
+        headers.push((HeaderName::from_static("x-portcullis-identity"), assertion));
+    }
+    if let Some(grant) = &collection.oauth2 {
+        let authorization = gw.upstream_tokens.authorization(grant).await.map_err(|reason| {
+            tracing::warn!(collection = %collection.id, %reason, "cannot obtain the upstream token");
+            GatewayError::new(
+                ErrorCode::UpstreamCredentialUnavailable,
+                "the gateway could not obtain its credential for the upstream",
+            )
+        })?;
+        headers.push((http::header::AUTHORIZATION, authorization));
+    }
+    Ok(headers)
 }
 
 /// What the upstream is told about the caller.
