@@ -93,14 +93,20 @@ impl MemoryEngine {
                     continue;
                 };
                 let key = format!("{}|{}|{scope_key}", policy.name, limit.name);
-                let (status, charge) = evaluate(&state, policy, limit, key, req.hits, now, now_ns);
-                charges.push(charge);
+                let (status, charge, before) =
+                    evaluate(&state, policy, limit, key, req.hits, now, now_ns);
+                charges.push((charge, before));
                 limits.push(status);
             }
         }
         let allowed = limits.iter().all(|l| l.allowed);
-        if allowed {
-            for charge in charges {
+        if !allowed {
+            // Nothing is charged, so every limit reports what it had before the request.
+            for (status, (_, before)) in limits.iter_mut().zip(&charges) {
+                status.remaining = *before;
+            }
+        } else {
+            for (charge, _) in charges {
                 match charge {
                     Charge::Rate(key, tat) => {
                         state.rates.insert(key, tat);
@@ -148,7 +154,7 @@ fn evaluate(
     hits: u64,
     now: OffsetDateTime,
     now_ns: i128,
-) -> (LimitStatus, Charge) {
+) -> (LimitStatus, Charge, u64) {
     let status = |allowed, remaining, reset: Duration, retry_after, is_quota| LimitStatus {
         policy: policy.name.clone(),
         limit: limit.name.clone(),
@@ -166,20 +172,15 @@ fn evaluate(
             let interval = (period / count as i128).max(1);
             let tat = state.rates.get(&key).copied().unwrap_or(now_ns).max(now_ns);
             let new_tat = tat + interval * hits as i128;
+            let before = ((period - (tat - now_ns)) / interval).max(0) as u64;
             if new_tat - now_ns <= period {
                 let remaining = ((period - (new_tat - now_ns)) / interval) as u64;
-                let reset = nanos(new_tat - now_ns);
-                (
-                    status(true, remaining, reset, None, false),
-                    Charge::Rate(key, new_tat),
-                )
+                let s = status(true, remaining, nanos(new_tat - now_ns), None, false);
+                (s, Charge::Rate(key, new_tat), before)
             } else {
-                let remaining = ((period - (tat - now_ns)) / interval).max(0) as u64;
                 let retry = nanos(new_tat - now_ns - period);
-                (
-                    status(false, remaining, nanos(tat - now_ns), Some(retry), false),
-                    Charge::Rate(key, tat),
-                )
+                let s = status(false, before, nanos(tat - now_ns), Some(retry), false);
+                (s, Charge::Rate(key, tat), before)
             }
         }
         LimitKind::Quota { count, window } => {
@@ -189,17 +190,14 @@ fn evaluate(
                 Some(_) | None => 0,
             };
             let reset = Duration::from_secs((end - now.unix_timestamp()).max(0) as u64);
+            let before = count.saturating_sub(used);
             if used.saturating_add(hits) <= count {
                 let used = used + hits;
-                (
-                    status(true, count - used, reset, None, true),
-                    Charge::Quota(key, end, used),
-                )
+                let s = status(true, count - used, reset, None, true);
+                (s, Charge::Quota(key, end, used), before)
             } else {
-                (
-                    status(false, count.saturating_sub(used), reset, Some(reset), true),
-                    Charge::Quota(key, end, used),
-                )
+                let s = status(false, before, reset, Some(reset), true);
+                (s, Charge::Quota(key, end, used), before)
             }
         }
     }

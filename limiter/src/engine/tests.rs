@@ -146,6 +146,8 @@ fn a_refused_request_consumes_nothing_from_any_limit() {
         let d = engine.check(&[&p], &request("a"), t);
         assert!(!d.allowed);
         assert!(d.limits[0].allowed && !d.limits[1].allowed);
+        // Reported as it stands: one hit used, none charged for this refused request.
+        assert_eq!(d.limits[0].remaining, 99);
     }
     // The roomy quota was charged once, not six times.
     let later = t + Duration::from_secs(61);
