@@ -178,19 +178,21 @@ async fn jwt<'s>(
         return Err(invalid());
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
-    let kid = header.kid.ok_or_else(invalid)?;
+    // The issuer picks the path and the key set; nothing else from the unverified token is
+    // trusted, and its signature is then checked with that issuer's keys only.
     let unverified: serde_json::Map<String, Value> =
         jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| invalid())?;
     let iss = unverified
         .get("iss")
         .and_then(Value::as_str)
         .ok_or_else(invalid)?;
-    if snapshot.providers.iter().any(|p| p.issuer == iss) {
-        return oidc_token(snapshot, &verifiers.key_sets, token).await;
+    if let Some(provider) = snapshot.providers.iter().position(|p| p.issuer == iss) {
+        return oidc_token(snapshot, &verifiers.key_sets, provider, &header, token).await;
     }
+    let kid = header.kid.as_deref().ok_or_else(invalid)?;
     let entry = assertion::verify(
         &snapshot.assertions,
-        &kid,
+        kid,
         token,
         &verifiers.assertion_audience,
     )
@@ -201,10 +203,12 @@ async fn jwt<'s>(
 async fn oidc_token<'s>(
     snapshot: &'s Snapshot,
     key_sets: &jwt::KeySets,
+    provider: usize,
+    header: &jsonwebtoken::Header,
     token: &str,
 ) -> Result<Established<'s>, GatewayError> {
-    let verified = key_sets
-        .verify(snapshot, token)
+    let claims = key_sets
+        .verify(&snapshot.providers[provider], header, token)
         .await
         .map_err(|e| match e {
             jwt::JwtError::Invalid => invalid(),
@@ -213,7 +217,6 @@ async fn oidc_token<'s>(
                 "the identity provider cannot be reached to verify this token; retry later",
             ),
         })?;
-    let claims = &verified.claims;
     let claim = |name: &str| match claims.get(name) {
         Some(Value::String(s)) => Some(s.clone()),
         Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
@@ -223,8 +226,7 @@ async fn oidc_token<'s>(
         .oidc_bindings
         .iter()
         .find(|b| {
-            b.provider == verified.provider
-                && b.claims.iter().all(|(k, v)| claim(k).as_deref() == Some(v))
+            b.provider == provider && b.claims.iter().all(|(k, v)| claim(k).as_deref() == Some(v))
         })
         .ok_or_else(invalid)?;
     // `scope` (RFC 8693/9068: space-separated) or `scp` (a list, as some providers send).

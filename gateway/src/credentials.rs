@@ -60,12 +60,47 @@ pub async fn issue(
     secret: &TokenSecret,
     req: &TokenRequest,
 ) -> Result<Issued, CredentialError> {
+    add_token(store, secret, req, None).await
+}
+
+/// Issues a replacement token and lets the old one live for `overlap` more (never longer than
+/// it already would), so callers can switch without an outage.
+pub async fn rotate(
+    store: &Store,
+    secret: &TokenSecret,
+    req: &TokenRequest,
+    old: &CredentialId,
+    overlap: Duration,
+) -> Result<Issued, CredentialError> {
+    add_token(store, secret, req, Some((old, overlap))).await
+}
+
+/// Adds a new token to the profile and, when rotating, sets the old one to expire after the
+/// overlap — both in one configuration version.
+async fn add_token(
+    store: &Store,
+    secret: &TokenSecret,
+    req: &TokenRequest,
+    retire: Option<(&CredentialId, Duration)>,
+) -> Result<Issued, CredentialError> {
+    let now = OffsetDateTime::now_utc();
     let (credential, token) = new_token(secret, req);
     let id = credential.id.clone();
     let expires_at = credential.expires_at;
     let version = change(store, &req.client, &req.profile, |creds| {
         if creds.iter().any(|c| c.id == id) {
             return Err(CredentialError::Exists(id.clone()));
+        }
+        if let Some((old, overlap)) = retire {
+            let current = creds
+                .iter_mut()
+                .find(|c| &c.id == old)
+                .ok_or_else(|| CredentialError::NoCredential(old.clone()))?;
+            if !matches!(current.kind, CredentialKind::ApiToken { .. }) {
+                return Err(CredentialError::NotAToken(old.clone()));
+            }
+            let end = now + overlap;
+            current.expires_at = Some(current.expires_at.map_or(end, |t| t.min(end)));
         }
         creds.push(credential);
         Ok(())
@@ -99,44 +134,6 @@ fn new_token(secret: &TokenSecret, req: &TokenRequest) -> (Credential, String) {
         revoked_at: None,
     };
     (credential, token)
-}
-
-/// Issues a replacement token and lets the old one live for `overlap` more (never longer than
-/// it already would), so callers can switch without an outage.
-pub async fn rotate(
-    store: &Store,
-    secret: &TokenSecret,
-    req: &TokenRequest,
-    old: &CredentialId,
-    overlap: Duration,
-) -> Result<Issued, CredentialError> {
-    let now = OffsetDateTime::now_utc();
-    let (new, token) = new_token(secret, req);
-    let id = new.id.clone();
-    let expires_at = new.expires_at;
-    let version = change(store, &req.client, &req.profile, |creds| {
-        if creds.iter().any(|c| c.id == id) {
-            return Err(CredentialError::Exists(id.clone()));
-        }
-        let current = creds
-            .iter_mut()
-            .find(|c| &c.id == old)
-            .ok_or_else(|| CredentialError::NoCredential(old.clone()))?;
-        if !matches!(current.kind, CredentialKind::ApiToken { .. }) {
-            return Err(CredentialError::NotAToken(old.clone()));
-        }
-        let end = now + overlap;
-        current.expires_at = Some(current.expires_at.map_or(end, |t| t.min(end)));
-        creds.push(new);
-        Ok(())
-    })
-    .await?;
-    Ok(Issued {
-        credential: id,
-        token,
-        expires_at,
-        version,
-    })
 }
 
 /// Revokes a credential at once; returns the new configuration version.
@@ -322,7 +319,8 @@ fn list(items: &[String]) -> String {
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+/// A timestamp as the CLI prints it.
+pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
 }

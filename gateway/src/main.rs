@@ -283,16 +283,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn print_issued(issued: &credentials::Issued) {
     println!("Issued credential {}.", issued.credential);
     if let Some(t) = issued.expires_at {
-        println!("Expires: {}", rfc3339(t));
+        println!("Expires: {}", credentials::rfc3339(t));
     }
     println!("Token (shown once; store it now):");
     println!("{}", issued.token);
     println!("(configuration version {})", issued.version);
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 async fn open(location: &StoreLocation) -> anyhow::Result<Store> {

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Limited};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
 use crate::forward::{ControlClient, control_client};
-use crate::snapshot::{CompiledProvider, Snapshot};
+use crate::snapshot::CompiledProvider;
 
 /// Tokens longer than this are refused unparsed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -27,12 +27,6 @@ pub enum JwtError {
     Invalid,
     /// The provider's keys could not be fetched and none are cached.
     Unavailable,
-}
-
-/// A verified token: its provider (index into the snapshot's providers) and claims.
-pub struct Verified {
-    pub provider: usize,
-    pub claims: Arc<Map<String, Value>>,
 }
 
 /// How long a verified token is remembered (never past its `exp`). Signature checks are the
@@ -106,32 +100,18 @@ impl KeySets {
     }
 
     /// Verifies `token` against the snapshot's providers.
-    pub async fn verify(&self, snapshot: &Snapshot, token: &str) -> Result<Verified, JwtError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(JwtError::Invalid);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Invalid)?;
+    /// Verifies `token`, whose (unverified) `iss` named `provider`, with that provider's keys
+    /// only. The caller has already parsed `header` and checked the token's size.
+    pub async fn verify(
+        &self,
+        provider: &CompiledProvider,
+        header: &Header,
+        token: &str,
+    ) -> Result<Arc<Map<String, Value>>, JwtError> {
         let kid = header.kid.as_deref().ok_or(JwtError::Invalid)?;
-        // The issuer picks the key set; nothing from the unverified token is trusted beyond
-        // that choice, and the signature is then checked with that issuer's keys only.
-        let unverified: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(token)
-            .map_err(|_| JwtError::Invalid)?;
-        let iss = unverified
-            .get("iss")
-            .and_then(Value::as_str)
-            .ok_or(JwtError::Invalid)?;
-        let (index, provider) = snapshot
-            .providers
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.issuer == iss)
-            .ok_or(JwtError::Invalid)?;
         let memo = memo_key(token, provider);
         if let Some(claims) = self.remembered(&memo) {
-            return Ok(Verified {
-                provider: index,
-                claims,
-            });
+            return Ok(claims);
         }
         let (key, algorithm) = self.key(provider, kid).await?;
         if header.alg != algorithm {
@@ -147,10 +127,7 @@ impl KeySets {
             .map_err(|_| JwtError::Invalid)?;
         let claims = Arc::new(data.claims);
         self.remember(memo, &claims);
-        Ok(Verified {
-            provider: index,
-            claims,
-        })
+        Ok(claims)
     }
 
     fn remembered(&self, memo: &[u8; 32]) -> Option<Arc<Map<String, Value>>> {
