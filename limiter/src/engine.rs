@@ -1,25 +1,26 @@
-//! The in-memory engine: checks one request against every applicable limit at once. Either all
-//! limits admit it and all are charged, or none is charged. Time is an argument, so windows and
-//! refills are tested with a controlled clock, not sleeps.
+//! The engine: turns a request's subject and the policies that apply into counters, asks the
+//! counters, and answers for every limit at once. Either all limits admit the request and all
+//! are charged, or none is charged. Time is an argument, so windows and refills are tested with
+//! a controlled clock, not sleeps.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use time::{Date, OffsetDateTime, Time};
 
-use crate::policy::{Limit, LimitKind, Policy, QuotaWindow, Scope};
+use crate::counters::{CounterKind, CounterSpec, Counters, Unavailable};
+use crate::policy::{Catalog, Limit, LimitKind, MAX_COUNT, Policy, QuotaWindow, Scope};
 
-/// Who is calling, what they call and from where, and how many hits to count.
+/// Who is calling, what they call and from where.
 #[derive(Clone, Copy, Debug)]
-pub struct CheckRequest<'a> {
+pub struct Subject<'a> {
     pub client: &'a str,
     pub profile: &'a str,
     pub collection: &'a str,
     pub operation: &'a str,
     pub source_ip: Option<IpAddr>,
-    pub hits: u64,
 }
 
 /// One limit's answer.
@@ -28,6 +29,10 @@ pub struct LimitStatus {
     pub policy: String,
     pub limit: String,
     pub allowed: bool,
+    /// The count in force for this caller (after any override).
+    pub quota: u64,
+    /// The limit's window: the rate's period or the calendar window's length.
+    pub window: Duration,
     /// Hits still available after this request (before it, when it was refused).
     pub remaining: u64,
     /// Time until the limit is fully restored (rate) or the window ends (quota).
@@ -44,209 +49,262 @@ pub struct Decision {
     pub limits: Vec<LimitStatus>,
 }
 
-/// Counters for every key, bounded in number.
-pub struct MemoryEngine {
-    state: Mutex<State>,
-    max_keys: usize,
+/// Why a check could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("unknown policy '{0}'")]
+    UnknownPolicy(String),
+    #[error("unknown limit '{limit}' in policy '{policy}'")]
+    UnknownLimit { policy: String, limit: String },
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
 }
 
-#[derive(Default)]
-struct State {
-    /// Theoretical arrival time (ns since the epoch) per rate key.
-    rates: HashMap<String, i128>,
-    /// Window end (unix seconds) and hits used per quota key.
-    quotas: HashMap<String, (i64, u64)>,
+/// The policies in force and the counters they are counted in.
+pub struct Engine {
+    catalog: ArcSwap<Catalog>,
+    counters: Counters,
 }
 
-/// A counter change to make if the request is admitted.
-enum Charge {
-    Rate(String, i128),
-    Quota(String, i64, u64),
-}
-
-impl MemoryEngine {
-    /// An engine keeping at most about `max_keys` counters; idle ones are evicted first.
-    pub fn new(max_keys: usize) -> Self {
+impl Engine {
+    pub fn new(catalog: Catalog, counters: Counters) -> Self {
         Self {
-            state: Mutex::new(State::default()),
-            max_keys,
+            catalog: ArcSwap::from_pointee(catalog),
+            counters,
         }
     }
 
-    /// Checks `req` against every limit of `policies` at time `now`.
-    pub fn check(
+    /// The policies and overrides in force.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// Puts a newer catalogue in force (an older or equal version is ignored).
+    pub fn install(&self, catalog: Catalog) {
+        self.catalog.rcu(|current| {
+            if catalog.version > current.version || current.version == 0 {
+                Arc::new(catalog.clone())
+            } else {
+                current.clone()
+            }
+        });
+    }
+
+    /// Checks `hits` against every limit of the named policies at `now`, charging them all if
+    /// all admit the hits. `hits == 0` only reads.
+    pub async fn check(
         &self,
-        policies: &[&Policy],
-        req: &CheckRequest<'_>,
+        policies: &[&str],
+        subject: &Subject<'_>,
+        hits: u64,
         now: OffsetDateTime,
-    ) -> Decision {
-        let now_ns = now.unix_timestamp_nanos();
-        let mut state = self
-            .state
-            .lock()
-            .expect("the engine lock is never poisoned");
-        let mut limits = Vec::new();
-        let mut charges = Vec::new();
-        for policy in policies {
-            for limit in &policy.limits {
-                let Some(scope_key) = scope_key(limit.scope, req) else {
-                    continue;
-                };
-                let key = format!("{}|{}|{scope_key}", policy.name, limit.name);
-                let (status, charge, before) =
-                    evaluate(&state, policy, limit, key, req.hits, now, now_ns);
-                charges.push((charge, before));
-                limits.push(status);
-            }
+    ) -> Result<Decision, CheckError> {
+        let catalog = self.catalog();
+        let mut planned = Vec::new();
+        for name in policies {
+            let policy = catalog
+                .policies
+                .get(*name)
+                .ok_or_else(|| CheckError::UnknownPolicy((*name).to_owned()))?;
+            plan(&catalog, policy, None, subject, now, &mut planned);
         }
-        let allowed = limits.iter().all(|l| l.allowed);
-        if !allowed {
-            // Nothing is charged, so every limit reports what it had before the request.
-            for (status, (_, before)) in limits.iter_mut().zip(&charges) {
-                status.remaining = *before;
-            }
-        } else {
-            for (charge, _) in charges {
-                match charge {
-                    Charge::Rate(key, tat) => {
-                        state.rates.insert(key, tat);
-                    }
-                    Charge::Quota(key, end, used) => {
-                        state.quotas.insert(key, (end, used));
-                    }
-                }
-            }
-            if state.rates.len() + state.quotas.len() > self.max_keys {
-                state.evict_idle(now_ns, now.unix_timestamp());
-            }
-        }
-        Decision { allowed, limits }
+        self.decide(planned, hits, now).await
     }
 
-    /// How many counters are held.
-    pub fn len(&self) -> usize {
-        let state = self
-            .state
-            .lock()
-            .expect("the engine lock is never poisoned");
-        state.rates.len() + state.quotas.len()
+    /// Forgets the counters of one policy (or one of its limits) for this subject.
+    pub async fn reset(
+        &self,
+        policy: &str,
+        limit: Option<&str>,
+        subject: &Subject<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, CheckError> {
+        let catalog = self.catalog();
+        let policy = catalog
+            .policies
+            .get(policy)
+            .ok_or_else(|| CheckError::UnknownPolicy(policy.to_owned()))?;
+        if let Some(limit) = limit
+            && !policy.limits.iter().any(|l| l.name == limit)
+        {
+            return Err(CheckError::UnknownLimit {
+                policy: policy.name.clone(),
+                limit: limit.to_owned(),
+            });
+        }
+        let mut planned = Vec::new();
+        plan(&catalog, policy, limit, subject, now, &mut planned);
+        let specs: Vec<_> = planned.iter().map(|p| p.spec.clone()).collect();
+        self.counters.reset(&specs).await?;
+        Ok(planned.into_iter().map(|p| p.limit).collect())
     }
 
-    /// Whether no counter is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    async fn decide(
+        &self,
+        planned: Vec<Planned>,
+        hits: u64,
+        now: OffsetDateTime,
+    ) -> Result<Decision, CheckError> {
+        let specs: Vec<_> = planned.iter().map(|p| p.spec.clone()).collect();
+        let readings = self.counters.apply(&specs, hits, micros(now)).await?;
+        let limits: Vec<_> = planned
+            .into_iter()
+            .zip(readings)
+            .map(|(p, r)| LimitStatus {
+                policy: p.policy,
+                limit: p.limit,
+                allowed: r.allowed,
+                quota: p.count,
+                window: p.window,
+                remaining: r.remaining,
+                reset: r.reset,
+                retry_after: r.retry_after,
+                is_quota: matches!(p.spec.kind, CounterKind::Quota { .. }),
+            })
+            .collect();
+        Ok(Decision {
+            allowed: limits.iter().all(|l| l.allowed),
+            limits,
+        })
     }
 }
 
-impl State {
-    /// Drops counters that hold nothing any more: drained rates and ended quota windows.
-    fn evict_idle(&mut self, now_ns: i128, now_s: i64) {
-        self.rates.retain(|_, tat| *tat > now_ns);
-        self.quotas.retain(|_, (end, _)| *end > now_s);
-    }
+/// A limit resolved for one subject: its counter and what to report about it.
+struct Planned {
+    policy: String,
+    limit: String,
+    count: u64,
+    window: Duration,
+    spec: CounterSpec,
 }
 
-fn evaluate(
-    state: &State,
+/// The counters `policy` keeps for `subject` (only `only`'s, when given), with any override in
+/// force applied to the principal-bound limits.
+fn plan(
+    catalog: &Catalog,
     policy: &Policy,
-    limit: &Limit,
-    key: String,
-    hits: u64,
+    only: Option<&str>,
+    subject: &Subject<'_>,
     now: OffsetDateTime,
-    now_ns: i128,
-) -> (LimitStatus, Charge, u64) {
-    let status = |allowed, remaining, reset: Duration, retry_after, is_quota| LimitStatus {
-        policy: policy.name.clone(),
-        limit: limit.name.clone(),
-        allowed,
-        remaining,
-        reset,
-        retry_after,
-        is_quota,
-    };
-    match limit.kind {
-        LimitKind::Rate { count, per } => {
-            // GCRA: each hit advances the theoretical arrival time by one emission interval;
-            // a request fits while that time stays within one period of now.
-            let period = per.duration().as_nanos() as i128;
-            let interval = (period / count as i128).max(1);
-            let tat = state.rates.get(&key).copied().unwrap_or(now_ns).max(now_ns);
-            let new_tat = tat + interval * hits as i128;
-            let before = ((period - (tat - now_ns)) / interval).max(0) as u64;
-            if new_tat - now_ns <= period {
-                let remaining = ((period - (new_tat - now_ns)) / interval) as u64;
-                let s = status(true, remaining, nanos(new_tat - now_ns), None, false);
-                (s, Charge::Rate(key, new_tat), before)
-            } else {
-                let retry = nanos(new_tat - now_ns - period);
-                let s = status(false, before, nanos(tat - now_ns), Some(retry), false);
-                (s, Charge::Rate(key, tat), before)
-            }
+    out: &mut Vec<Planned>,
+) {
+    let multiplier = catalog
+        .override_for(&policy.name, subject.client, subject.profile, now)
+        .map(|o| o.multiplier);
+    for limit in &policy.limits {
+        if only.is_some_and(|name| name != limit.name) {
+            continue;
         }
-        LimitKind::Quota { count, window } => {
-            let end = window_end(now, window).unix_timestamp();
-            let used = match state.quotas.get(&key) {
-                Some((stored_end, used)) if *stored_end == end => *used,
-                Some(_) | None => 0,
-            };
-            let reset = Duration::from_secs((end - now.unix_timestamp()).max(0) as u64);
-            let before = count.saturating_sub(used);
-            if used.saturating_add(hits) <= count {
-                let used = used + hits;
-                let s = status(true, count - used, reset, None, true);
-                (s, Charge::Quota(key, end, used), before)
-            } else {
-                let s = status(false, before, reset, Some(reset), true);
-                (s, Charge::Quota(key, end, used), before)
+        let Some(scope_key) = scope_key(policy, limit, subject) else {
+            continue;
+        };
+        let count = match (limit.kind, multiplier) {
+            (LimitKind::Rate { count, .. } | LimitKind::Quota { count, .. }, Some(m))
+                if limit.scope.is_principal() =>
+            {
+                ((count as f64 * m).round() as u64).clamp(1, MAX_COUNT)
             }
-        }
+            (LimitKind::Rate { count, .. } | LimitKind::Quota { count, .. }, _) => count,
+        };
+        let (kind, window) = match limit.kind {
+            LimitKind::Rate { per, .. } => {
+                let period = per.duration();
+                let kind = CounterKind::Rate {
+                    count,
+                    period_us: i64::try_from(period.as_micros()).unwrap_or(i64::MAX),
+                };
+                (kind, period)
+            }
+            LimitKind::Quota { window, .. } => {
+                let (start, end) = window_bounds(now, window);
+                let kind = CounterKind::Quota {
+                    count,
+                    window_end_us: micros(end),
+                };
+                (kind, (end - start).unsigned_abs())
+            }
+        };
+        out.push(Planned {
+            policy: policy.name.clone(),
+            limit: limit.name.clone(),
+            count,
+            window,
+            spec: CounterSpec {
+                key: scope_key,
+                kind,
+            },
+        });
     }
 }
 
-fn nanos(n: i128) -> Duration {
-    Duration::from_nanos(u64::try_from(n.max(0)).unwrap_or(u64::MAX))
-}
-
-/// The counter a limit keeps for this request, or `None` when the scope does not apply (a
-/// source-IP limit for a request without one).
-fn scope_key(scope: Scope, r: &CheckRequest<'_>) -> Option<String> {
-    Some(match scope {
-        Scope::Client => format!("client:{}", r.client),
-        Scope::Profile => format!("profile:{}/{}", r.client, r.profile),
-        Scope::ClientCollection => format!("client-collection:{}/{}", r.client, r.collection),
-        Scope::ClientOperation => {
-            format!(
-                "client-operation:{}/{}/{}",
-                r.client, r.collection, r.operation
-            )
+/// The counter a limit keeps for this subject, or `None` when the subject lacks what the scope
+/// counts by (a source-IP limit for a request without an address; a profile limit when usage is
+/// read for a whole client). The hash tag (`{…}`) groups the counters of one
+/// principal, of one product, or of one address.
+fn scope_key(policy: &Policy, limit: &Limit, s: &Subject<'_>) -> Option<String> {
+    let needs = |field: &str| (!field.is_empty()).then_some(());
+    match limit.scope {
+        Scope::Client => needs(s.client)?,
+        Scope::Profile => (needs(s.client)?, needs(s.profile)?).0,
+        Scope::ClientCollection | Scope::ClientOperation => {
+            (needs(s.client)?, needs(s.collection)?).0
         }
-        Scope::Collection => format!("collection:{}", r.collection),
-        Scope::Operation => format!("operation:{}/{}", r.collection, r.operation),
-        Scope::SourceIp => format!("ip:{}", r.source_ip?),
+        Scope::Collection | Scope::Operation => needs(s.collection)?,
+        Scope::SourceIp => {}
+    }
+    if matches!(limit.scope, Scope::ClientOperation | Scope::Operation) {
+        needs(s.operation)?;
+    }
+    let name = format!("{}/{}", policy.name, limit.name);
+    Some(match limit.scope {
+        Scope::Client => format!("{{c:{}}}:{name}", s.client),
+        Scope::Profile => format!("{{c:{}}}:{name}:p:{}", s.client, s.profile),
+        Scope::ClientCollection => format!("{{c:{}}}:{name}:k:{}", s.client, s.collection),
+        Scope::ClientOperation => format!(
+            "{{c:{}}}:{name}:o:{}/{}",
+            s.client, s.collection, s.operation
+        ),
+        Scope::Collection => format!("{{k:{}}}:{name}", s.collection),
+        Scope::Operation => format!("{{k:{}}}:{name}:o:{}", s.collection, s.operation),
+        Scope::SourceIp => format!("{{ip:{}}}:{name}", s.source_ip?),
     })
 }
 
-/// When the calendar window containing `now` ends (UTC).
-pub fn window_end(now: OffsetDateTime, window: QuotaWindow) -> OffsetDateTime {
-    let now = now.to_offset(time::UtcOffset::UTC);
-    let date = now.date();
-    let next: Date = match window {
-        QuotaWindow::Day => date.next_day().unwrap_or(date),
+fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// The calendar window containing `now` (UTC): its start and its end.
+pub fn window_bounds(now: OffsetDateTime, window: QuotaWindow) -> (OffsetDateTime, OffsetDateTime) {
+    let date = now.to_offset(time::UtcOffset::UTC).date();
+    let (start, end): (Date, Date) = match window {
+        QuotaWindow::Day => (date, date.next_day().unwrap_or(date)),
         QuotaWindow::Week => {
-            let days_left = 7 - i64::from(date.weekday().number_days_from_monday());
-            date + time::Duration::days(days_left)
+            let start =
+                date - time::Duration::days(i64::from(date.weekday().number_days_from_monday()));
+            (start, start + time::Duration::days(7))
         }
         QuotaWindow::Month => {
+            let start = date.replace_day(1).unwrap_or(date);
             let month = date.month().next();
             let year = if month == time::Month::January {
                 date.year() + 1
             } else {
                 date.year()
             };
-            Date::from_calendar_date(year, month, 1).unwrap_or(date)
+            (
+                start,
+                Date::from_calendar_date(year, month, 1).unwrap_or(date),
+            )
         }
     };
-    next.with_time(Time::MIDNIGHT).assume_utc()
+    let at = |d: Date| d.with_time(Time::MIDNIGHT).assume_utc();
+    (at(start), at(end))
+}
+
+/// When the calendar window containing `now` ends (UTC).
+pub fn window_end(now: OffsetDateTime, window: QuotaWindow) -> OffsetDateTime {
+    window_bounds(now, window).1
 }
 
 #[cfg(test)]

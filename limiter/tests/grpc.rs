@@ -1,97 +1,87 @@
-//! The check service over real gRPC (HTTP/2 on a loopback port): decisions, per-limit status,
-//! and bad input refused with INVALID_ARGUMENT without charging anything.
+//! The limiter binary over real gRPC: checks, quota management with change records, service
+//! tokens, bad input refused with clear status codes and no effect, and definitions that
+//! survive a restart.
 
-use std::sync::Arc;
+mod support;
 
-use pb::check_service_client::CheckServiceClient;
-use pb::check_service_server::CheckServiceServer;
-use portcullis_limiter::engine::MemoryEngine;
-use portcullis_limiter::grpc::CheckService;
-use portcullis_limiter::policy::{Limit, LimitKind, Policy, QuotaWindow, RatePeriod, Scope};
 use portcullis_proto::limiter::v1 as pb;
-
-async fn serve() -> CheckServiceClient<tonic::transport::Channel> {
-    let policy = Policy {
-        name: "partner-standard".into(),
-        limits: vec![
-            Limit {
-                name: "daily".into(),
-                scope: Scope::Profile,
-                kind: LimitKind::Quota {
-                    count: 3,
-                    window: QuotaWindow::Day,
-                },
-            },
-            Limit {
-                name: "burst".into(),
-                scope: Scope::Client,
-                kind: LimitKind::Rate {
-                    count: 100,
-                    per: RatePeriod::Second,
-                },
-            },
-        ],
-    };
-    let service = CheckService::new(Arc::new(MemoryEngine::new(10_000)), vec![policy]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(CheckServiceServer::new(service))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    CheckServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-}
-
-fn request(policies: &[&str], hits: u64, source_ip: &str) -> pb::CheckRequest {
-    pb::CheckRequest {
-        policies: policies.iter().map(|p| p.to_string()).collect(),
-        principal: Some(pb::Principal {
-            client: "acme".into(),
-            profile: "acme-sbx".into(),
-            environment: "sandbox".into(),
-            partner: "acme".into(),
-        }),
-        product: Some(pb::Product {
-            collection: "orders".into(),
-            operation: "list".into(),
-        }),
-        source_ip: source_ip.into(),
-        hits,
-    }
-}
+use support::*;
+use tonic::Code;
 
 #[tokio::test]
 async fn checks_over_grpc() {
-    let mut client = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens(dir.path());
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(&seed, SEED).unwrap();
+    let data = dir.path().join("data");
+    let node = start(
+        &tokens,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--seed",
+            seed.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let mut checker = node.checker(&tokens.check);
     for remaining in [2, 1, 0] {
-        let r = client
-            .check(request(&["partner-standard"], 1, ""))
+        let r = checker
+            .check(check_request("partner-standard", "acme"))
             .await
             .unwrap()
             .into_inner();
         assert!(r.allowed);
         let daily = r.limits.iter().find(|l| l.limit == "daily").unwrap();
         assert_eq!((daily.remaining, daily.quota), (remaining, true));
+        assert_eq!((daily.limit_count, daily.window_seconds), (3, 86_400));
     }
     // Bad input: clear status codes, nothing charged.
     let bad = [
-        request(&["no-such-policy"], 1, ""),
-        request(&["partner-standard"], 0, ""),
-        request(&["partner-standard"], 1, "not-an-ip"),
-        pb::CheckRequest {
-            principal: None,
-            ..request(&["partner-standard"], 1, "")
-        },
+        (check_request("no-such-policy", "acme"), Code::NotFound),
+        (
+            pb::CheckRequest {
+                hits: 0,
+                ..check_request("partner-standard", "acme")
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::CheckRequest {
+                hits: u64::MAX,
+                ..check_request("partner-standard", "acme")
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::CheckRequest {
+                source_ip: "not-an-ip".into(),
+                ..check_request("partner-standard", "acme")
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::CheckRequest {
+                principal: None,
+                ..check_request("partner-standard", "acme")
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            check_request("partner-standard", "ac}me"),
+            Code::InvalidArgument,
+        ),
     ];
-    for req in bad {
-        let status = client.check(req).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    for (req, code) in bad {
+        let status = checker.check(req).await.unwrap_err();
+        assert_eq!(status.code(), code, "{status:?}");
     }
-    let r = client
-        .check(request(&["partner-standard"], 1, "192.0.2.1"))
+    let r = checker
+        .check(pb::CheckRequest {
+            source_ip: "192.0.2.1".into(),
+            ..check_request("partner-standard", "acme")
+        })
         .await
         .unwrap()
         .into_inner();
@@ -103,4 +93,376 @@ async fn checks_over_grpc() {
     let burst = r.limits.iter().find(|l| l.limit == "burst").unwrap();
     assert!(burst.allowed);
     assert!((97..=100).contains(&burst.remaining), "{}", burst.remaining);
+
+    // Without a token, or with an unknown one, nothing is answered.
+    let anonymous = node
+        .manager(None)
+        .list_policies(pb::ListPoliciesRequest {})
+        .await;
+    assert_eq!(anonymous.unwrap_err().code(), Code::Unauthenticated);
+    let mut forged = node.checker("pcl_forged");
+    let status = forged
+        .check(check_request("partner-standard", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    // A gateway's check token cannot manage quotas.
+    let status = node
+        .manager(Some(&tokens.check))
+        .delete_policy(pb::PolicyName {
+            name: "partner-standard".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // gRPC health answers without a token.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(node.channel.clone());
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+fn gold() -> pb::Policy {
+    pb::Policy {
+        name: "gold".into(),
+        limits: vec![pb::Limit {
+            name: "monthly".into(),
+            scope: pb::Scope::Client as i32,
+            kind: Some(pb::limit::Kind::Quota(pb::Quota {
+                count: 10,
+                window: pb::QuotaWindow::Month as i32,
+            })),
+        }],
+        on_unavailable: pb::FailureMode::LocalLimit as i32,
+    }
+}
+
+#[tokio::test]
+async fn quota_management_leaves_change_records_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens(dir.path());
+    let data = dir.path().join("data");
+    let args = ["--data-dir", data.to_str().unwrap()];
+    let node = start(&tokens, &args).await;
+    let mut ops = node.manager(Some(&tokens.manage));
+
+    let created = ops
+        .create_policy(pb::PolicyRequest {
+            policy: Some(gold()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert_eq!(
+        (created.actor.as_str(), created.action.as_str()),
+        ("ops-team", "policy.create")
+    );
+    assert_eq!(created.resource, "policy/gold");
+    assert!(created.before.is_empty() && created.after.contains("\"monthly\""));
+
+    // Bad input: clear codes, nothing changed.
+    let again = ops
+        .create_policy(pb::PolicyRequest {
+            policy: Some(gold()),
+        })
+        .await;
+    assert_eq!(again.unwrap_err().code(), Code::AlreadyExists);
+    let mut no_scope = gold();
+    no_scope.limits[0].scope = 0;
+    let mut zero = gold();
+    zero.limits[0].kind = Some(pb::limit::Kind::Rate(pb::Rate {
+        count: 0,
+        per: pb::RatePeriod::Second as i32,
+    }));
+    let mut absurd = gold();
+    absurd.limits[0].kind = Some(pb::limit::Kind::Quota(pb::Quota {
+        count: u64::MAX,
+        window: pb::QuotaWindow::Day as i32,
+    }));
+    let mut no_kind = gold();
+    no_kind.limits[0].kind = None;
+    let mut bad_name = gold();
+    bad_name.name = "gold plated".into();
+    for policy in [no_scope, zero, absurd, no_kind, bad_name] {
+        let status = ops
+            .update_policy(pb::PolicyRequest {
+                policy: Some(policy),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    let missing = ops
+        .update_policy(pb::PolicyRequest {
+            policy: Some(pb::Policy {
+                name: "nope".into(),
+                ..gold()
+            }),
+        })
+        .await;
+    assert_eq!(missing.unwrap_err().code(), Code::NotFound);
+    let got = ops
+        .get_policy(pb::PolicyName {
+            name: "gold".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, gold(), "refused updates changed nothing");
+
+    // Overrides: acme gets 2x.
+    let o = pb::Override {
+        policy: "gold".into(),
+        client: "acme".into(),
+        profile: String::new(),
+        multiplier: 2.0,
+        expires_at: String::new(),
+        note: "launch".into(),
+    };
+    ops.set_override(o.clone()).await.unwrap();
+    for bad in [
+        pb::Override {
+            multiplier: 0.0,
+            ..o.clone()
+        },
+        pb::Override {
+            multiplier: f64::NAN,
+            ..o.clone()
+        },
+        pb::Override {
+            expires_at: "next tuesday".into(),
+            ..o.clone()
+        },
+        pb::Override {
+            client: String::new(),
+            ..o.clone()
+        },
+    ] {
+        let status = ops.set_override(bad).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    let unknown = ops
+        .set_override(pb::Override {
+            policy: "nope".into(),
+            ..o.clone()
+        })
+        .await;
+    assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
+
+    let mut checker = node.checker(&tokens.check);
+    for _ in 0..3 {
+        checker.check(check_request("gold", "acme")).await.unwrap();
+    }
+    let usage = ops
+        .get_usage(pb::UsageRequest {
+            policy: "gold".into(),
+            principal: principal("acme", ""),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (usage.limits[0].limit_count, usage.limits[0].remaining),
+        (20, 17)
+    );
+    let reset = ops
+        .reset_usage(pb::UsageRequest {
+            policy: "gold".into(),
+            principal: principal("acme", ""),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert_eq!(reset.action, "usage.reset");
+    let usage = ops
+        .get_usage(pb::UsageRequest {
+            policy: "gold".into(),
+            principal: principal("acme", ""),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(usage.limits[0].remaining, 20);
+    let bad_usage = ops
+        .get_usage(pb::UsageRequest {
+            policy: "gold".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(bad_usage.unwrap_err().code(), Code::InvalidArgument);
+
+    ops.clear_override(pb::ClearOverrideRequest {
+        policy: "gold".into(),
+        client: "acme".into(),
+        profile: String::new(),
+    })
+    .await
+    .unwrap();
+    let cleared_again = ops
+        .clear_override(pb::ClearOverrideRequest {
+            policy: "gold".into(),
+            client: "acme".into(),
+            profile: String::new(),
+        })
+        .await;
+    assert_eq!(cleared_again.unwrap_err().code(), Code::NotFound);
+    ops.set_override(pb::Override {
+        client: "globex".into(),
+        ..o.clone()
+    })
+    .await
+    .unwrap();
+
+    let changes = ops
+        .list_changes(pb::ListChangesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .changes;
+    let actions: Vec<_> = changes.iter().map(|c| c.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "policy.create",
+            "override.set",
+            "usage.reset",
+            "override.clear",
+            "override.set"
+        ]
+    );
+    assert!(changes.iter().all(|c| c.actor == "ops-team"));
+    assert!(changes.windows(2).all(|w| w[1].version == w[0].version + 1));
+    let later = ops
+        .list_changes(pb::ListChangesRequest {
+            after_version: 3,
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .changes;
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].action, "override.clear");
+    assert!(later[0].before.contains("launch") && later[0].after.is_empty());
+
+    // Definitions survive a restart (counters in memory do not need to).
+    drop(node);
+    let node = start(&tokens, &args).await;
+    let mut ops = node.manager(Some(&tokens.manage));
+    let got = ops
+        .get_policy(pb::PolicyName {
+            name: "gold".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, gold());
+    let overrides = ops
+        .list_overrides(pb::ListOverridesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .overrides;
+    assert_eq!(overrides.len(), 1);
+    assert_eq!(overrides[0].client, "globex");
+    ops.delete_policy(pb::PolicyName {
+        name: "gold".into(),
+    })
+    .await
+    .unwrap();
+    let status = node
+        .checker(&tokens.check)
+        .check(check_request("gold", "acme"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(
+        ops.list_overrides(pb::ListOverridesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .overrides
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_redis_are_exact_and_share_definitions() {
+    let Some(url) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens(dir.path());
+    let prefix = prefix();
+    let args = ["--redis", url.as_str(), "--redis-prefix", prefix.as_str()];
+    let a = start(&tokens, &args).await;
+    let b = start(&tokens, &args).await;
+    let mut policy = gold();
+    policy.name = "cap".into();
+    policy.limits[0].kind = Some(pb::limit::Kind::Quota(pb::Quota {
+        count: 100,
+        window: pb::QuotaWindow::Day as i32,
+    }));
+    a.manager(Some(&tokens.manage))
+        .create_policy(pb::PolicyRequest {
+            policy: Some(policy.clone()),
+        })
+        .await
+        .unwrap();
+    // Node b learns of it from Redis within its poll interval.
+    let mut b_ops = b.manager(Some(&tokens.manage));
+    let mut seen = false;
+    for _ in 0..50 {
+        if b_ops
+            .get_policy(pb::PolicyName { name: "cap".into() })
+            .await
+            .is_ok()
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen, "node b picked up the policy created on node a");
+
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let mut checker = if i % 2 == 0 {
+                a.checker(&tokens.check)
+            } else {
+                b.checker(&tokens.check)
+            };
+            tokio::spawn(async move {
+                checker
+                    .check(check_request("cap", "acme"))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .allowed
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            passed += 1;
+        }
+    }
+    assert_eq!(
+        passed, 100,
+        "1,000 checks over two limiter nodes against a limit of 100"
+    );
 }
