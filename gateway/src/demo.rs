@@ -139,6 +139,7 @@ clients:
         environment: sandbox
         collections: [demo]
         scopes: [orders:read, orders:write]
+        quota_policy: demo
         credentials:
           - id: {credential_id}
             kind: api_token
@@ -146,6 +147,18 @@ clients:
 "#
     );
     config::parse(&text, Format::Yaml).expect("the demo configuration is valid")
+}
+
+/// The demo's quota policy: a burst of 20 requests per second per client and 1,000 per UTC
+/// day per profile. Created on first start; change it with `portcullis quota`.
+pub fn policy() -> portcullis_limiter::policy::Policy {
+    serde_saphyr::from_str(
+        "name: demo\n\
+         limits:\n\
+         \x20 - {name: burst, scope: client, count: 20, per: second}\n\
+         \x20 - {name: daily, scope: profile, count: 1000, window: day}\n",
+    )
+    .expect("the demo policy is valid")
 }
 
 /// The demo configuration for this start: a new token credential, and every earlier demo
@@ -182,6 +195,7 @@ pub fn banner(gateway: &str, admin: &str, token: &str) -> String {
          \x20 curl -i {auth} -X DELETE {gateway}/demo/orders/42    # 403 insufficient_scope\n\
          \x20 curl -i {auth} {gateway}/demo/nowhere    # 404 route_not_found\n\
          \x20 curl -i {auth} -X PUT {gateway}/demo/hello    # 405 method_not_allowed\n\
+         \x20 portcullis quota usage --policy demo --client demo-app --profile demo-sandbox\n\
          \x20 curl -s {admin}/readyz\n"
     )
 }

@@ -43,6 +43,15 @@ pub enum ErrorCode {
     /// The operation requires scopes the caller does not hold. Carries `WWW-Authenticate`
     /// with `error="insufficient_scope"` and the required scopes.
     InsufficientScope,
+    /// A rate limit of the caller's (or the product's) policy is spent for now. Carries
+    /// `Retry-After`, `RateLimit-Policy` and `RateLimit`.
+    RateLimited,
+    /// A calendar quota (day, week, month) is spent until its window ends. Carries
+    /// `Retry-After`, `RateLimit-Policy` and `RateLimit`.
+    QuotaExhausted,
+    /// The limiter cannot answer and the policy fails closed (or names a policy the limiter
+    /// does not have). The platform's fault, not the caller's limit.
+    PlatformDegraded,
     /// The gateway could not connect to the upstream.
     UpstreamUnreachable,
     /// The upstream did not answer within the configured time.
@@ -59,7 +68,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -73,6 +82,9 @@ impl ErrorCode {
         ErrorCode::IpNotAllowed,
         ErrorCode::ProductNotGranted,
         ErrorCode::InsufficientScope,
+        ErrorCode::RateLimited,
+        ErrorCode::QuotaExhausted,
+        ErrorCode::PlatformDegraded,
         ErrorCode::UpstreamUnreachable,
         ErrorCode::UpstreamTimeout,
         ErrorCode::UpstreamError,
@@ -96,6 +108,9 @@ impl ErrorCode {
             ErrorCode::IpNotAllowed => "ip_not_allowed",
             ErrorCode::ProductNotGranted => "product_not_granted",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::QuotaExhausted => "quota_exhausted",
+            ErrorCode::PlatformDegraded => "platform_degraded",
             ErrorCode::UpstreamUnreachable => "upstream_unreachable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::UpstreamError => "upstream_error",
@@ -119,6 +134,8 @@ impl ErrorCode {
             | ErrorCode::IpNotAllowed
             | ErrorCode::ProductNotGranted
             | ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited | ErrorCode::QuotaExhausted => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::PlatformDegraded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,

@@ -1,8 +1,9 @@
 //! Portcullis, an API gateway: one front door for apps and AI agents alike.
 //!
 //! A request's path through the code, in order: [`server`] accepts it, [`pipeline`] runs the
-//! stages — [`route`] (with [`route::normalize`]), [`auth`], [`authz`], then [`forward`] —
-//! against the current [`snapshot`], answering refusals from the [`error`] catalogue. The configuration is read by
+//! stages — [`route`] (with [`route::normalize`]), [`auth`], [`authz`], [`limit`], then
+//! [`forward`] — against the current [`snapshot`], answering refusals from the [`error`]
+//! catalogue. The configuration is read by
 //! [`config`] into the [`model`], kept by the [`store`], changed by [`plan`], and compiled into
 //! snapshots that a [`node`] follows.
 
@@ -15,10 +16,12 @@ pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod limit;
 pub mod model;
 pub mod node;
 pub mod pipeline;
 pub mod plan;
+pub mod quota_cli;
 pub mod route;
 pub mod server;
 pub mod snapshot;

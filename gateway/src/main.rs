@@ -101,6 +101,8 @@ enum Command {
         #[arg(long)]
         profile: String,
     },
+    /// Manage quota policies, overrides and usage (through the limiter's gRPC API).
+    Quota(portcullis::quota_cli::QuotaArgs),
     /// Print the version.
     Version,
 }
@@ -275,6 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{text}");
             store.close().await;
         }
+        Command::Quota(args) => portcullis::quota_cli::run(args, &cli.data_dir).await?,
         Command::Version => println!("portcullis {}", env!("CARGO_PKG_VERSION")),
     }
     Ok(ExitCode::SUCCESS)

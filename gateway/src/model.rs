@@ -148,6 +148,10 @@ pub struct Collection {
     /// `/.well-known/jwks.json`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub identity_assertion: bool,
+    /// Name of the quota policy (defined in the limiter) that protects this collection: its
+    /// limits apply to every caller, beside the caller's profile policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operations: Vec<Operation>,
 }

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use portcullis_limiter::auth::{Role, ServiceTokens};
+use portcullis_limiter::manage::Quotas;
+use portcullis_limiter::node::{Backend, read_seed};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -16,6 +19,7 @@ use crate::auth::jwt::KeySets;
 use crate::auth::token::TokenSecret;
 use crate::demo;
 use crate::forward::{ForwardSettings, Forwarder, client_tls};
+use crate::limit::Limits;
 use crate::pipeline::{self, Gateway, PipelineSettings};
 use crate::plan::{self, ApplyOptions};
 use crate::server::{self, ConnectionLimits};
@@ -98,6 +102,33 @@ pub struct NodeSettings {
     /// Time in-flight requests get to finish on shutdown.
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Limiter nodes, comma-separated gRPC URLs (e.g. `http://limiter-1:9090`). Without
+    /// them, the limiter runs in this process, its counters in memory.
+    #[arg(long, env = "PORTCULLIS_LIMITER", value_delimiter = ',')]
+    pub limiter: Vec<String>,
+    /// File holding the service token (role `check`) this node presents to the limiter nodes.
+    #[arg(long, env = "PORTCULLIS_LIMITER_TOKEN_FILE", requires = "limiter")]
+    pub limiter_token_file: Option<PathBuf>,
+    /// Deadline of one limiter check; past it the next limiter node is tried, then each
+    /// policy's failure mode applies.
+    #[arg(long, env = "PORTCULLIS_LIMITER_TIMEOUT", default_value = "100ms", value_parser = positive_duration)]
+    pub limiter_timeout: Duration,
+    /// In-process limiter: address of its gRPC API (quota management: `portcullis quota`).
+    #[arg(
+        long,
+        env = "PORTCULLIS_QUOTA_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
+    pub quota_listen: SocketAddr,
+    /// In-process limiter: service tokens for its gRPC API (YAML, see `portcullis-limiter
+    /// token`). Defaults to DATA_DIR/limiter/tokens.yaml, created on first start with one
+    /// `manage` token whose secret is written to DATA_DIR/limiter/admin.token.
+    #[arg(long, env = "PORTCULLIS_QUOTA_TOKENS")]
+    pub quota_tokens: Option<PathBuf>,
+    /// In-process limiter: quota policies created at start when they do not exist yet (YAML:
+    /// `policies: [...]`).
+    #[arg(long, env = "PORTCULLIS_QUOTA_SEED")]
+    pub quota_seed: Option<PathBuf>,
     /// Start the built-in demo upstream and (re)apply the demo collection.
     #[arg(long)]
     pub demo: bool,
@@ -119,6 +150,7 @@ pub async fn run(
     let store = Store::open(&location)
         .await
         .with_context(|| format!("cannot open the configuration store {}", location.display()))?;
+    let (limits, embedded) = limits(&settings, data_dir).await?;
 
     // The demo gets a fresh token on every start: only its hash is stored, so an earlier
     // one cannot be shown again.
@@ -172,6 +204,7 @@ pub async fn run(
         },
         upstream_tokens: TokenCache::new(client_tls(&extra_roots_for_idp)),
         signer: Arc::new(signer),
+        limits,
         settings: PipelineSettings {
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,
@@ -225,6 +258,26 @@ pub async fn run(
         admin_stop_rx,
         Duration::from_secs(1),
     ));
+    let policy_follower =
+        tokio::spawn(Arc::clone(&gateway).follow_limiter_policies(Duration::from_secs(5)));
+    let mut quota_url = None;
+    let quota_api = match embedded {
+        Some(limiter) => {
+            let listener = TcpListener::bind(settings.quota_listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.quota_listen))?;
+            quota_url = Some(format!("http://{}", listener.local_addr()?));
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(portcullis_limiter::node::serve(
+                listener,
+                limiter.quotas,
+                limiter.tokens,
+                Duration::from_secs(1),
+                async move { crate::server::stopped(&mut stop).await },
+            )))
+        }
+        None => None,
+    };
     let follower = tokio::spawn(follow_changes(
         store.clone(),
         gateway.clone(),
@@ -239,6 +292,9 @@ pub async fn run(
         location.display()
     );
     println!("  gateway: {gateway_url}");
+    if let Some(url) = &quota_url {
+        println!("  quotas:  {url} (gRPC, in-process limiter)");
+    }
     println!("  admin:   {admin_url}");
     if let Some(token) = &demo_token {
         print!("{}", demo::banner(&gateway_url, &admin_url, token));
@@ -252,9 +308,17 @@ pub async fn run(
     }
     tracing::info!("shutting down: refusing new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
+    policy_follower.abort();
     for task in [data_plane, follower] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "a task failed during shutdown");
+        }
+    }
+    if let Some(task) = quota_api {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the quota API failed"),
+            Err(e) => tracing::error!(error = %e, "the quota API failed during shutdown"),
+            Ok(Ok(())) => {}
         }
     }
     let _ = admin_stop_tx.send(true);
@@ -265,6 +329,92 @@ pub async fn run(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// The limiter running in this process, and who may call its gRPC API.
+struct Embedded {
+    quotas: Arc<Quotas>,
+    tokens: Arc<ServiceTokens>,
+}
+
+/// The node's limits: remote limiter nodes when `--limiter` names some, else the limiter's
+/// engine in this process (definitions in DATA_DIR/limiter), seeded from `--quota-seed` and,
+/// with `--demo`, the demo policy.
+async fn limits(
+    settings: &NodeSettings,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Limits, Option<Embedded>)> {
+    if !settings.limiter.is_empty() {
+        let path = settings
+            .limiter_token_file
+            .as_ref()
+            .context("--limiter needs --limiter-token-file (a `check` token of the limiter)")?;
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the limiter token {}", path.display()))?;
+        let limits = Limits::remote(&settings.limiter, token.trim(), settings.limiter_timeout)?;
+        return Ok((limits, None));
+    }
+    let dir = data_dir.join("limiter");
+    let backend = Backend::Local {
+        data_dir: dir.clone(),
+        max_keys: 1_000_000,
+    };
+    let (counters, definitions) = backend.open()?;
+    let quotas = Arc::new(
+        Quotas::open(definitions, counters)
+            .await
+            .context("cannot load the quota definitions")?,
+    );
+    let mut seed = match &settings.quota_seed {
+        Some(path) => read_seed(path).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    if settings.demo {
+        seed.push(demo::policy());
+    }
+    let created = quotas.seed(seed).await?;
+    if !created.is_empty() {
+        tracing::info!(policies = ?created, "seeded quota policies");
+    }
+    let tokens_file = match &settings.quota_tokens {
+        Some(path) => path.clone(),
+        None => bootstrap_quota_token(&dir)?,
+    };
+    let tokens = ServiceTokens::load(&tokens_file).map_err(anyhow::Error::msg)?;
+    let limits = Limits::in_process(quotas.engine.clone());
+    Ok((
+        limits,
+        Some(Embedded {
+            quotas,
+            tokens: Arc::new(tokens),
+        }),
+    ))
+}
+
+/// DATA_DIR/limiter/tokens.yaml, created on first start with one `manage` token whose secret
+/// goes to admin.token beside it (readable by this user only), for `portcullis quota`.
+fn bootstrap_quota_token(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let tokens = dir.join("tokens.yaml");
+    if tokens.exists() {
+        return Ok(tokens);
+    }
+    let (secret, entry) = portcullis_limiter::auth::issue("local-admin", Role::Manage);
+    let secret_path = dir.join(ADMIN_TOKEN_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&secret_path)
+        .with_context(|| format!("cannot write {}", secret_path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())?;
+    portcullis_limiter::auth::write_file(&tokens, vec![entry])
+        .with_context(|| format!("cannot write {}", tokens.display()))?;
+    tracing::info!(token = %secret_path.display(), "created the quota API's admin token");
+    Ok(tokens)
+}
+
+/// The file (in DATA_DIR/limiter) holding the in-process limiter's admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// Polls the store's version and swaps in a new snapshot when it moves. If the store cannot be
 /// read, the node keeps serving its last good snapshot and reports not-ready until it can. If

@@ -42,7 +42,19 @@ pub struct Gateway {
     pub upstream_tokens: TokenCache,
     /// Signs identity assertions for upstreams that ask for them.
     pub signer: SharedSigner,
+    /// Rates and quotas: the limiter, in this process or remote.
+    pub limits: crate::limit::Limits,
     pub settings: PipelineSettings,
+}
+
+impl Gateway {
+    /// Keeps the copy of the limiter's policies (for failure modes) current; see
+    /// [`crate::limit::Limits::follow_policies`].
+    pub async fn follow_limiter_policies(self: Arc<Self>, interval: std::time::Duration) {
+        // The task owns the gateway, so the limits live as long as it runs.
+        let limits: &crate::limit::Limits = &self.limits;
+        limits.follow_policies(interval).await
+    }
 }
 
 /// Runs one request through the pipeline and returns the response to send. Never fails: a
@@ -85,8 +97,8 @@ where
 }
 
 /// The stages, in order. The order is the design: nothing is read from the body or sent
-/// upstream before the request is known to be well-formed, routed, authenticated and
-/// authorized (and, once the limiter arrives, within its limits).
+/// upstream before the request is known to be well-formed, routed, authenticated, authorized
+/// and within its limits.
 async fn run<B>(
     gw: &Gateway,
     peer: Peer,
@@ -147,7 +159,14 @@ where
     let source = gw.forwarder.source_address(req.headers(), &peer);
     authz::authorize(&caller, collection, operation, source, now)?;
 
-    // 6. The caller's environment chooses the upstream (authorization checked it is offered).
+    // 6. Limit: the profile's and the collection's quota policies, all or nothing. A refused
+    //    request is charged nothing.
+    let limits = gw
+        .limits
+        .check(&caller, collection, operation, source)
+        .await?;
+
+    // 7. The caller's environment chooses the upstream (authorization checked it is offered).
     let target = collection
         .upstreams
         .get(&caller.profile.environment)
@@ -160,7 +179,7 @@ where
         )
     })?;
 
-    // 7. Refuse a declared body over the limit before reading any of it; an undeclared one is
+    // 8. Refuse a declared body over the limit before reading any of it; an undeclared one is
     //    cut off as it streams.
     let declared = req
         .headers()
@@ -177,7 +196,7 @@ where
         ));
     }
 
-    // 8. Forward, with the caller's identity (never its credential).
+    // 9. Forward, with the caller's identity (never its credential).
     let target_path = operation
         .target
         .expand(|name| route.param(name), route.rest());
@@ -192,13 +211,21 @@ where
         peer,
     };
     let (parts, body) = req.into_parts();
-    gw.forwarder
+    let mut response = gw
+        .forwarder
         .send(
             out,
             parts,
             body::limit_inbound(body, gw.settings.max_body_bytes),
         )
-        .await
+        .await?;
+    // The caller learns where it stands, on every admitted answer too.
+    if let Some(decision) = &limits {
+        for (name, value) in crate::limit::headers(decision) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
 }
 
 /// The certificate the caller presented: from its own TLS handshake, or — only when

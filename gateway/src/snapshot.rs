@@ -105,6 +105,7 @@ pub struct CompiledCollection {
     pub oauth2: Option<ClientCredentials>,
     /// Whether the upstream receives a gateway-signed identity assertion.
     pub identity_assertion: bool,
+    pub quota_policy: Option<String>,
     pub operations: Vec<CompiledOperation>,
 }
 
@@ -201,6 +202,7 @@ impl Snapshot {
                 oauth2: client_credentials(c.upstream_auth.as_ref()),
                 upstream_timeout: c.upstream_timeout,
                 identity_assertion: c.identity_assertion,
+                quota_policy: c.quota_policy.clone(),
                 operations,
             });
         }

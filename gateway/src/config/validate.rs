@@ -183,6 +183,9 @@ impl Validator {
             Ok(_) => {}
             Err(e) => self.fail(format!("{at}.base_path"), format!("'{}': {e}", c.base_path)),
         }
+        if let Some(policy) = &c.quota_policy {
+            self.id(&format!("{at}.quota_policy"), policy);
+        }
         if c.upstreams.is_empty() {
             self.fail(
                 format!("{at}.upstreams"),
@@ -455,6 +458,9 @@ impl Validator {
         credential_ids: &mut HashSet<String>,
     ) {
         self.id(&format!("{at}.environment"), p.environment.as_str());
+        if let Some(policy) = &p.quota_policy {
+            self.id(&format!("{at}.quota_policy"), policy);
+        }
         for (k, granted) in p.collections.iter().enumerate() {
             let path = format!("{at}.collections[{k}]");
             let collection = config

@@ -177,6 +177,8 @@ pub struct Node {
     pub token: Option<String>,
     pub gateway: String,
     pub admin: String,
+    /// The in-process limiter's gRPC API (absent with remote limiters).
+    pub quotas: Option<String>,
     pub stdout: Vec<String>,
     pub data_dir: PathBuf,
     pub store: Option<String>,
@@ -425,6 +427,8 @@ impl NodeBuilder {
             "127.0.0.1:0",
             "--config-poll-interval",
             "50ms",
+            "--quota-listen",
+            "127.0.0.1:0",
         ]);
         cmd.args(&self.args);
         for (k, v) in &self.env {
@@ -435,7 +439,7 @@ impl NodeBuilder {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut seen = Vec::new();
-        let (mut gateway, mut admin) = (None, None);
+        let (mut gateway, mut admin, mut quotas) = (None, None, None);
         while admin.is_none() {
             let Some(Ok(line)) = lines.next() else {
                 let status = child.wait().unwrap();
@@ -443,6 +447,9 @@ impl NodeBuilder {
             };
             if let Some(url) = line.trim().strip_prefix("gateway: ") {
                 gateway = Some(url.to_owned());
+            }
+            if let Some(rest) = line.trim().strip_prefix("quotas: ") {
+                quotas = rest.split_whitespace().next().map(str::to_owned);
             }
             if let Some(url) = line.trim().strip_prefix("admin: ") {
                 admin = Some(url.trim().to_owned());
@@ -464,6 +471,7 @@ impl NodeBuilder {
             token,
             gateway: gateway.expect("no gateway address printed"),
             admin: admin.unwrap(),
+            quotas,
             stdout: seen,
             data_dir,
             store: self.store,
@@ -628,4 +636,230 @@ pub fn code_or_empty(body: &str) -> String {
         .ok()
         .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// Service tokens for limiter nodes: a `check` token for gateways (in a file, as
+/// `--limiter-token-file` wants it) and a `manage` token for operators.
+pub struct LimiterTokens {
+    pub file: PathBuf,
+    pub check_file: PathBuf,
+    pub manage: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LimiterTokens {
+    pub fn new() -> Self {
+        use portcullis_limiter::auth::{self, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let (check, c) = auth::issue("gateways", Role::Check);
+        let (manage, m) = auth::issue("ops", Role::Manage);
+        let file = dir.path().join("tokens.yaml");
+        auth::write_file(&file, vec![c, m]).unwrap();
+        let check_file = dir.path().join("check.token");
+        std::fs::write(&check_file, check).unwrap();
+        Self {
+            file,
+            check_file,
+            manage,
+            _dir: dir,
+        }
+    }
+}
+
+/// A limiter node served from this test process: the same code as `portcullis-limiter serve`,
+/// over real gRPC on a loopback port, on its own runtime so that stopping it drops every
+/// connection at once, as a killed process would.
+pub struct LimiterNode {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LimiterNode {
+    /// Starts a node over `backend` on `addr` (port 0 for any), creating the `seed` policies.
+    pub async fn start(
+        backend: portcullis_limiter::node::Backend,
+        tokens: &LimiterTokens,
+        seed: &str,
+        addr: SocketAddr,
+    ) -> Self {
+        use portcullis_limiter::auth::ServiceTokens;
+        use portcullis_limiter::manage::Quotas;
+        let seed_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(seed_file.path(), seed).unwrap();
+        let policies = portcullis_limiter::node::read_seed(seed_file.path()).unwrap();
+        let service_tokens = Arc::new(ServiceTokens::load(&tokens.file).unwrap());
+        // The port may still be held by a node stopped a moment ago.
+        let mut listener = None;
+        for _ in 0..100 {
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let listener = listener.expect("the limiter's port is free");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let (counters, definitions) = backend.open().unwrap();
+                let quotas = Arc::new(Quotas::open(definitions, counters).await.unwrap());
+                quotas.seed(policies).await.unwrap();
+                let listener = TcpListener::from_std(listener).unwrap();
+                let _ = ready_tx.send(());
+                portcullis_limiter::node::serve(
+                    listener,
+                    quotas,
+                    service_tokens,
+                    Duration::from_millis(100),
+                    async move {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+                .unwrap();
+            });
+            // Dropping the runtime drops every connection task with it.
+            runtime.shutdown_background();
+        });
+        ready.await.expect("the limiter node starts");
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the node, dropping its connections.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join().unwrap())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for LimiterNode {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The Redis URL for tests, or `None` (and a note) when it is not configured.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("PORTCULLIS_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("PORTCULLIS_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "PORTCULLIS_TEST_REDIS_URL is required (PORTCULLIS_REQUIRE_SERVICES=1)"
+            );
+            eprintln!("skipping: PORTCULLIS_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+/// Redis settings under a key prefix no other test uses.
+pub fn redis_settings(url: &str) -> portcullis_limiter::RedisSettings {
+    let n: u64 = rand::random();
+    portcullis_limiter::RedisSettings {
+        url: url.to_owned(),
+        prefix: format!("pctest-{n:016x}"),
+        pool_size: 4,
+        timeout: Duration::from_millis(250),
+    }
+}
+
+/// A private `redis-server` on a loopback port, persisting to a temporary directory so that a
+/// restart keeps its data. Stopped when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one, or `None` (and a note) when `redis-server` is not installed.
+    pub fn start() -> Option<Self> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !found {
+            assert!(
+                std::env::var("PORTCULLIS_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "redis-server is required (PORTCULLIS_REQUIRE_SERVICES=1)"
+            );
+            eprintln!("skipping: redis-server is not installed");
+            return None;
+        }
+        let port = closed_port().port();
+        let mut redis = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.restart();
+        Some(redis)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGTERM: it writes its data first).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--appendonly", "yes", "--save", ""])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not listen on {}", self.port);
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -1,0 +1,463 @@
+//! Limits: after authorization and before anything is sent upstream, the limiter decides
+//! whether the caller (and the product) is within its quota policies — the profile's and the
+//! collection's. In the embedded default the limiter's engine runs in this process; in a
+//! cluster the gateway asks limiter nodes over gRPC, with a deadline, spreading checks over
+//! them and failing over. When no limiter answers, each policy's failure mode decides: fail
+//! closed (503 `platform_degraded`) or count on this node (`local_limit`).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::HeaderValue;
+use http::header::{HeaderName, RETRY_AFTER};
+use portcullis_limiter::counters::{Counters, MemoryCounters};
+use portcullis_limiter::engine::{CheckError, Decision, Engine, Subject};
+use portcullis_limiter::grpc::{policy_from_pb, status_from_pb};
+use portcullis_limiter::policy::{Catalog, FailureMode};
+use portcullis_proto::limiter::v1 as pb;
+use time::OffsetDateTime;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::auth::Caller;
+use crate::error::{ErrorCode, GatewayError};
+use crate::snapshot::{CompiledCollection, CompiledOperation};
+
+/// The gateway's side of limiting.
+pub struct Limits {
+    limiter: Limiter,
+    /// Per-node counters for `local_limit` policies while no limiter answers, over the last
+    /// catalogue the limiter sent.
+    fallback: Engine,
+    /// Requests decided by the fallback counters (for metrics and the node's status).
+    pub fallbacks: AtomicU64,
+    last_warning: AtomicI64,
+}
+
+enum Limiter {
+    /// The engine in this process (the embedded default).
+    InProcess(Arc<Engine>),
+    /// Limiter nodes over gRPC.
+    Remote(Remote),
+}
+
+/// A remote limiter's answer, or why there is none.
+enum Failure {
+    /// The limiter does not know a policy: a configuration mistake, not an outage.
+    UnknownPolicy(String),
+    /// No limiter answered usably in time.
+    Unavailable(String),
+}
+
+impl Limits {
+    /// Limits decided by `engine` in this process.
+    pub fn in_process(engine: Arc<Engine>) -> Self {
+        Self::with(Limiter::InProcess(engine))
+    }
+
+    /// Limits decided by the limiter nodes at `urls`, authenticating with `token`.
+    pub fn remote(urls: &[String], token: &str, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self::with(Limiter::Remote(Remote::new(
+            urls, token, timeout,
+        )?)))
+    }
+
+    fn with(limiter: Limiter) -> Self {
+        Self {
+            limiter,
+            fallback: Engine::new(
+                Catalog::default(),
+                Counters::Memory(MemoryCounters::new(100_000)),
+            ),
+            fallbacks: AtomicU64::new(0),
+            last_warning: AtomicI64::new(0),
+        }
+    }
+
+    /// Checks one request. `Ok(None)`: no policy applies. `Ok(Some(decision))`: admitted (the
+    /// decision goes into the response headers). `Err`: 429 for the caller's limits, 503 when
+    /// the platform cannot decide.
+    pub async fn check(
+        &self,
+        caller: &Caller<'_>,
+        collection: &CompiledCollection,
+        operation: &CompiledOperation,
+        source: IpAddr,
+    ) -> Result<Option<Decision>, GatewayError> {
+        let mut policies: Vec<&str> = Vec::with_capacity(2);
+        for name in [&caller.profile.quota_policy, &collection.quota_policy]
+            .into_iter()
+            .flatten()
+        {
+            if !policies.contains(&name.as_str()) {
+                policies.push(name);
+            }
+        }
+        if policies.is_empty() {
+            return Ok(None);
+        }
+        let subject = Subject {
+            client: caller.client.id.as_str(),
+            profile: caller.profile.id.as_str(),
+            collection: collection.id.as_str(),
+            operation: operation.id.as_str(),
+            source_ip: Some(source),
+        };
+        let now = OffsetDateTime::now_utc();
+        let decision = match &self.limiter {
+            Limiter::InProcess(engine) => match engine.check(&policies, &subject, 1, now).await {
+                Ok(decision) => decision,
+                Err(CheckError::UnknownPolicy(name)) => return Err(unknown_policy(&name)),
+                Err(e @ (CheckError::UnknownLimit { .. } | CheckError::Unavailable(_))) => {
+                    self.fail_over(&policies, &subject, now, e.to_string())
+                        .await?
+                }
+            },
+            Limiter::Remote(remote) => match remote.check(&policies, caller, &subject).await {
+                Ok(decision) => decision,
+                Err(Failure::UnknownPolicy(reason)) => return Err(unknown_policy(&reason)),
+                Err(Failure::Unavailable(reason)) => {
+                    self.fail_over(&policies, &subject, now, reason).await?
+                }
+            },
+        };
+        if decision.allowed {
+            Ok(Some(decision))
+        } else {
+            Err(refusal(&decision))
+        }
+    }
+
+    /// No limiter answered: every policy that applies must allow counting on this node, or
+    /// the request is refused as `platform_degraded`.
+    async fn fail_over(
+        &self,
+        policies: &[&str],
+        subject: &Subject<'_>,
+        now: OffsetDateTime,
+        reason: String,
+    ) -> Result<Decision, GatewayError> {
+        let catalog = self.fallback.catalog();
+        let local = policies.iter().all(|name| {
+            catalog
+                .policies
+                .get(*name)
+                .is_some_and(|p| p.on_unavailable == FailureMode::LocalLimit)
+        });
+        self.warn(&reason, local);
+        if !local {
+            return Err(GatewayError::new(
+                ErrorCode::PlatformDegraded,
+                "the limiter cannot be reached; try again later",
+            ));
+        }
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        self.fallback
+            .check(policies, subject, 1, now)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "the local fallback limit failed");
+                GatewayError::new(
+                    ErrorCode::PlatformDegraded,
+                    "the limiter cannot be reached; try again later",
+                )
+            })
+    }
+
+    /// Logs the outage at most once every ten seconds.
+    fn warn(&self, reason: &str, local: bool) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now - last >= 10
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let mode = if local {
+                "counting on this node"
+            } else {
+                "failing closed"
+            };
+            tracing::warn!(%reason, mode, "limiter unavailable");
+        }
+    }
+
+    /// Keeps the fallback's copy of the policies current (remote limiters only), every
+    /// `interval`, until the task is dropped.
+    pub async fn follow_policies(&self, interval: Duration) {
+        let Limiter::Remote(remote) = &self.limiter else {
+            return;
+        };
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match remote.policies().await {
+                Ok(catalog) => self.fallback.install(catalog),
+                Err(reason) => tracing::debug!(%reason, "cannot refresh the limiter's policies"),
+            }
+        }
+    }
+}
+
+fn unknown_policy(reason: &str) -> GatewayError {
+    tracing::error!(%reason, "unknown quota policy: the configuration names a policy the limiter does not have");
+    GatewayError::new(
+        ErrorCode::PlatformDegraded,
+        "a quota policy for this request is not defined; the operator has been told",
+    )
+}
+
+/// The 429 for a refused decision: `quota_exhausted` if a calendar quota refused, else
+/// `rate_limited`; `Retry-After` when the longest refusal ends.
+fn refusal(decision: &Decision) -> GatewayError {
+    let refused: Vec<_> = decision.limits.iter().filter(|l| !l.allowed).collect();
+    let quota = refused.iter().find(|l| l.is_quota);
+    let (code, message) = match (quota, refused.first()) {
+        (Some(l), _) => (
+            ErrorCode::QuotaExhausted,
+            format!(
+                "quota {}/{} is spent until its window ends",
+                l.policy, l.limit
+            ),
+        ),
+        (None, Some(l)) => (
+            ErrorCode::RateLimited,
+            format!("rate limit {}/{} exceeded", l.policy, l.limit),
+        ),
+        (None, None) => (ErrorCode::RateLimited, "rate limit exceeded".to_owned()),
+    };
+    let retry = refused
+        .iter()
+        .filter_map(|l| l.retry_after)
+        .max()
+        .unwrap_or(Duration::from_secs(1));
+    let mut error = GatewayError::new(code, message)
+        .with_header(RETRY_AFTER, HeaderValue::from(ceil_secs(retry).max(1)));
+    for (name, value) in headers(decision) {
+        error = error.with_header(name, value);
+    }
+    error
+}
+
+/// `RateLimit-Policy` and `RateLimit` (IETF draft-ietf-httpapi-ratelimit-headers): each limit
+/// as `"<policy>/<limit>"`, with its quota and window, and its remaining hits and reset time.
+pub fn headers(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+    let mut policy = String::new();
+    let mut current = String::new();
+    for (i, l) in decision.limits.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        policy.push_str(&format!(
+            "{sep}\"{}/{}\";q={};w={}",
+            l.policy,
+            l.limit,
+            l.quota,
+            l.window.as_secs().max(1)
+        ));
+        current.push_str(&format!(
+            "{sep}\"{}/{}\";r={};t={}",
+            l.policy,
+            l.limit,
+            l.remaining,
+            ceil_secs(l.reset)
+        ));
+    }
+    [("ratelimit-policy", policy), ("ratelimit", current)]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        // Names are plain ASCII (the limiter refuses others), so these are valid values.
+        .filter_map(|(k, v)| Some((HeaderName::from_static(k), HeaderValue::from_str(&v).ok()?)))
+        .collect()
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Limiter nodes over gRPC: one HTTP/2 connection per node, shared by every concurrent check;
+/// checks go round-robin; a node that fails is skipped for a second.
+struct Remote {
+    nodes: Vec<Node>,
+    next: AtomicUsize,
+    token: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    timeout: Duration,
+}
+
+struct Node {
+    url: String,
+    client: pb::check_service_client::CheckServiceClient<Channel>,
+    /// Unix milliseconds until which this node is skipped.
+    down_until: AtomicI64,
+}
+
+/// How long a node that failed is skipped.
+const SKIP_FAILED: Duration = Duration::from_secs(1);
+
+impl Remote {
+    fn new(urls: &[String], token: &str, timeout: Duration) -> anyhow::Result<Self> {
+        anyhow::ensure!(!urls.is_empty(), "--limiter needs at least one address");
+        let nodes = urls
+            .iter()
+            .map(|url| {
+                let channel = Endpoint::from_shared(url.clone())
+                    .map_err(|e| anyhow::anyhow!("limiter address {url}: {e}"))?
+                    .connect_timeout(timeout.max(Duration::from_millis(200)))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .connect_lazy();
+                Ok(Node {
+                    url: url.clone(),
+                    client: pb::check_service_client::CheckServiceClient::new(channel),
+                    down_until: AtomicI64::new(0),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let token = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the limiter token is not a valid header value"))?;
+        Ok(Self {
+            nodes,
+            next: AtomicUsize::new(0),
+            token,
+            timeout,
+        })
+    }
+
+    /// The nodes to try, in order: round-robin, nodes that failed recently last.
+    fn order(&self) -> Vec<&Node> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let n = self.nodes.len();
+        let (mut up, down): (Vec<_>, Vec<_>) = (0..n)
+            .map(|i| &self.nodes[(start + i) % n])
+            .partition(|node| node.down_until.load(Ordering::Relaxed) <= now);
+        up.extend(down);
+        up
+    }
+
+    async fn check(
+        &self,
+        policies: &[&str],
+        caller: &Caller<'_>,
+        subject: &Subject<'_>,
+    ) -> Result<Decision, Failure> {
+        let message = pb::CheckRequest {
+            policies: policies.iter().map(|p| (*p).to_owned()).collect(),
+            principal: Some(pb::Principal {
+                client: subject.client.to_owned(),
+                profile: subject.profile.to_owned(),
+                environment: caller.profile.environment.as_str().to_owned(),
+                partner: caller.client.partner.clone(),
+            }),
+            product: Some(pb::Product {
+                collection: subject.collection.to_owned(),
+                operation: subject.operation.to_owned(),
+            }),
+            source_ip: subject
+                .source_ip
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            hits: 1,
+        };
+        let response = self
+            .call(
+                |mut client, request| async move { client.check(request).await },
+                message,
+            )
+            .await?;
+        Ok(Decision {
+            allowed: response.allowed,
+            limits: response.limits.into_iter().map(status_from_pb).collect(),
+        })
+    }
+
+    async fn policies(&self) -> Result<Catalog, String> {
+        let response = self
+            .call(
+                |mut client, request| async move { client.get_policies(request).await },
+                pb::GetPoliciesRequest {},
+            )
+            .await
+            .map_err(|f| match f {
+                Failure::UnknownPolicy(r) | Failure::Unavailable(r) => r,
+            })?;
+        let mut catalog = Catalog {
+            version: response.version,
+            ..Catalog::default()
+        };
+        for p in response.policies {
+            let policy = policy_from_pb(p).map_err(|s| s.message().to_owned())?;
+            catalog.policies.insert(policy.name.clone(), policy);
+        }
+        Ok(catalog)
+    }
+
+    /// Calls each node in turn until one answers (or refuses for a reason another node would
+    /// give too), each attempt within the deadline.
+    async fn call<M, R, F, Fut>(&self, call: F, message: M) -> Result<R, Failure>
+    where
+        M: Clone,
+        F: Fn(pb::check_service_client::CheckServiceClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let mut last = String::new();
+        for node in self.order() {
+            let mut request = tonic::Request::new(message.clone());
+            request.set_timeout(self.timeout);
+            request
+                .metadata_mut()
+                .insert("authorization", self.token.clone());
+            let outcome =
+                tokio::time::timeout(self.timeout, call(node.client.clone(), request)).await;
+            let status = match outcome {
+                Ok(Ok(response)) => {
+                    node.down_until.store(0, Ordering::Relaxed);
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => tonic::Status::deadline_exceeded("no answer within the deadline"),
+            };
+            match status.code() {
+                tonic::Code::NotFound => {
+                    return Err(Failure::UnknownPolicy(status.message().to_owned()));
+                }
+                // Another node would answer the same: no point trying it.
+                tonic::Code::InvalidArgument
+                | tonic::Code::Unauthenticated
+                | tonic::Code::PermissionDenied => {
+                    return Err(Failure::Unavailable(format!(
+                        "limiter {} refused the check: {}",
+                        node.url,
+                        status.message()
+                    )));
+                }
+                // The node is down, overloaded, too slow or broken: try the next.
+                tonic::Code::Ok
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::AlreadyExists
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::Aborted
+                | tonic::Code::OutOfRange
+                | tonic::Code::Unimplemented
+                | tonic::Code::Internal
+                | tonic::Code::Unavailable
+                | tonic::Code::DataLoss => {
+                    node.down_until
+                        .store(now_ms() + SKIP_FAILED.as_millis() as i64, Ordering::Relaxed);
+                    last = format!("limiter {}: {}", node.url, status.message());
+                }
+            }
+        }
+        Err(Failure::Unavailable(last))
+    }
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
