@@ -183,8 +183,13 @@ pub fn config_replacing(addr: SocketAddr, token_hash: &str, stored: &Config) -> 
 }
 
 /// The lines printed on start: the demo's token (shown once) and what to try.
-pub fn banner(gateway: &str, admin: &str, token: &str) -> String {
+pub fn banner(gateway: &str, admin: &str, quotas: Option<&str>, token: &str) -> String {
     let auth = format!("-H 'Authorization: Bearer {token}'");
+    let quota = match quotas {
+        Some("http://127.0.0.1:8082") => "portcullis quota".to_owned(),
+        Some(url) => format!("portcullis quota --limiter {url}"),
+        None => "portcullis quota --limiter <a limiter node>".to_owned(),
+    };
     format!(
         "Demo client demo-app, profile demo-sandbox, API token (shown once):\n\
          \x20 {token}\n\
@@ -195,7 +200,7 @@ pub fn banner(gateway: &str, admin: &str, token: &str) -> String {
          \x20 curl -i {auth} -X DELETE {gateway}/demo/orders/42    # 403 insufficient_scope\n\
          \x20 curl -i {auth} {gateway}/demo/nowhere    # 404 route_not_found\n\
          \x20 curl -i {auth} -X PUT {gateway}/demo/hello    # 405 method_not_allowed\n\
-         \x20 portcullis quota usage --policy demo --client demo-app --profile demo-sandbox\n\
+         \x20 {quota} usage --policy demo --client demo-app --profile demo-sandbox\n\
          \x20 curl -s {admin}/readyz\n"
     )
 }

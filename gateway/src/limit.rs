@@ -277,7 +277,10 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// Limiter nodes over gRPC: one HTTP/2 connection per node, shared by every concurrent check;
-/// checks go round-robin; a node that fails is skipped for a second.
+/// checks go round-robin; a node that failed is left out for a second (unless all have).
+/// One deadline covers a check's attempts: a node that refuses at once (down, restarting)
+/// passes the check to the next; a node that does not answer in time ends it, so a check the
+/// slow node may still count is not counted again elsewhere.
 struct Remote {
     nodes: Vec<Node>,
     next: AtomicUsize,
@@ -292,12 +295,17 @@ struct Node {
     down_until: AtomicI64,
 }
 
-/// How long a node that failed is skipped.
+/// How long a node that failed is left out.
 const SKIP_FAILED: Duration = Duration::from_secs(1);
 
 impl Remote {
     fn new(urls: &[String], token: &str, timeout: Duration) -> anyhow::Result<Self> {
         anyhow::ensure!(!urls.is_empty(), "--limiter needs at least one address");
+        if let Some(url) = urls.iter().find(|u| !u.starts_with("http://")) {
+            anyhow::bail!(
+                "limiter address {url}: give http://host:port (TLS to limiter nodes is not supported yet; keep them on a private network)"
+            );
+        }
         let nodes = urls
             .iter()
             .map(|url| {
@@ -326,16 +334,18 @@ impl Remote {
         })
     }
 
-    /// The nodes to try, in order: round-robin, nodes that failed recently last.
+    /// The nodes to try, in order: round-robin over those that have not failed recently, or
+    /// over all of them when every one has.
     fn order(&self) -> Vec<&Node> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         let n = self.nodes.len();
-        let (mut up, down): (Vec<_>, Vec<_>) = (0..n)
-            .map(|i| &self.nodes[(start + i) % n])
-            .partition(|node| node.down_until.load(Ordering::Relaxed) <= now);
-        up.extend(down);
-        up
+        let all = (0..n).map(|i| &self.nodes[(start + i) % n]);
+        let up: Vec<_> = all
+            .clone()
+            .filter(|node| node.down_until.load(Ordering::Relaxed) <= now)
+            .collect();
+        if up.is_empty() { all.collect() } else { up }
     }
 
     async fn check(
@@ -396,29 +406,41 @@ impl Remote {
     }
 
     /// Calls each node in turn until one answers (or refuses for a reason another node would
-    /// give too), each attempt within the deadline.
+    /// give too), all attempts within one deadline.
     async fn call<M, R, F, Fut>(&self, call: F, message: M) -> Result<R, Failure>
     where
         M: Clone,
         F: Fn(pb::check_service_client::CheckServiceClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut last = String::new();
         for node in self.order() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
             let mut request = tonic::Request::new(message.clone());
-            request.set_timeout(self.timeout);
+            request.set_timeout(left);
             request
                 .metadata_mut()
                 .insert("authorization", self.token.clone());
             let outcome =
-                tokio::time::timeout(self.timeout, call(node.client.clone(), request)).await;
+                tokio::time::timeout_at(deadline, call(node.client.clone(), request)).await;
             let status = match outcome {
                 Ok(Ok(response)) => {
                     node.down_until.store(0, Ordering::Relaxed);
                     return Ok(response.into_inner());
                 }
                 Ok(Err(status)) => status,
-                Err(_) => tonic::Status::deadline_exceeded("no answer within the deadline"),
+                Err(_) => {
+                    node.down_until
+                        .store(now_ms() + SKIP_FAILED.as_millis() as i64, Ordering::Relaxed);
+                    return Err(Failure::Unavailable(format!(
+                        "limiter {}: no answer within {:?}",
+                        node.url, self.timeout
+                    )));
+                }
             };
             match status.code() {
                 tonic::Code::NotFound => {

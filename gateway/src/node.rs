@@ -297,7 +297,10 @@ pub async fn run(
     }
     println!("  admin:   {admin_url}");
     if let Some(token) = &demo_token {
-        print!("{}", demo::banner(&gateway_url, &admin_url, token));
+        print!(
+            "{}",
+            demo::banner(&gateway_url, &admin_url, quota_url.as_deref(), token)
+        );
     }
 
     shutdown_signal().await;
@@ -344,6 +347,11 @@ async fn limits(
     data_dir: &std::path::Path,
 ) -> anyhow::Result<(Limits, Option<Embedded>)> {
     if !settings.limiter.is_empty() {
+        if settings.demo {
+            tracing::warn!(
+                "--demo with --limiter: the limiter nodes must hold the demo policy (seed them with it), or demo requests are refused"
+            );
+        }
         let path = settings
             .limiter_token_file
             .as_ref()

@@ -159,14 +159,7 @@ where
     let source = gw.forwarder.source_address(req.headers(), &peer);
     authz::authorize(&caller, collection, operation, source, now)?;
 
-    // 6. Limit: the profile's and the collection's quota policies, all or nothing. A refused
-    //    request is charged nothing.
-    let limits = gw
-        .limits
-        .check(&caller, collection, operation, source)
-        .await?;
-
-    // 7. The caller's environment chooses the upstream (authorization checked it is offered).
+    // 6. The caller's environment chooses the upstream (authorization checked it is offered).
     let target = collection
         .upstreams
         .get(&caller.profile.environment)
@@ -179,7 +172,7 @@ where
         )
     })?;
 
-    // 8. Refuse a declared body over the limit before reading any of it; an undeclared one is
+    // 7. Refuse a declared body over the limit before reading any of it; an undeclared one is
     //    cut off as it streams.
     let declared = req
         .headers()
@@ -195,6 +188,14 @@ where
             ),
         ));
     }
+
+    // 8. Limit: the profile's and the collection's quota policies, all or nothing, counted
+    //    only for a request the gateway would otherwise send. A refused request is charged
+    //    nothing.
+    let limits = gw
+        .limits
+        .check(&caller, collection, operation, source)
+        .await?;
 
     // 9. Forward, with the caller's identity (never its credential).
     let target_path = operation

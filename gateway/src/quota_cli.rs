@@ -82,7 +82,8 @@ enum OverrideCommand {
         profile: Option<String>,
         #[arg(long)]
         multiplier: f64,
-        /// When it lapses: an RFC 3339 time, or `end-of-month` / `end-of-day` (UTC).
+        /// When it lapses: an RFC 3339 time, or `end-of-day`, `end-of-week` or `end-of-month`
+        /// (UTC).
         #[arg(long)]
         until: Option<String>,
         #[arg(long, default_value = "")]
@@ -170,6 +171,11 @@ pub async fn run(args: QuotaArgs, data_dir: &Path) -> anyhow::Result<()> {
             .parse()
             .context("the quota token is not a valid header value")?,
     );
+    anyhow::ensure!(
+        args.limiter.starts_with("http://"),
+        "--limiter {}: give http://host:port (TLS to the limiter is not supported yet)",
+        args.limiter
+    );
     let channel = Channel::from_shared(args.limiter.clone())
         .with_context(|| format!("invalid limiter URL {}", args.limiter))?
         .connect()
@@ -213,14 +219,24 @@ async fn command(client: &mut Client, command: QuotaCommand) -> Result<(), tonic
         QuotaCommand::Apply { file } => {
             let policies = read_seed(&file).map_err(tonic::Status::invalid_argument)?;
             for policy in policies {
-                let request = || pb::PolicyRequest {
+                let name = pb::PolicyName {
+                    name: policy.name.clone(),
+                };
+                let stored = match client.get_policy(name).await {
+                    Ok(found) => Some(policy_from_pb(found.into_inner())?),
+                    Err(status) if status.code() == tonic::Code::NotFound => None,
+                    Err(status) => return Err(status),
+                };
+                let request = pb::PolicyRequest {
                     policy: Some(policy_to_pb(&policy)),
                 };
-                let change = match client.update_policy(request()).await {
-                    Err(status) if status.code() == tonic::Code::NotFound => {
-                        client.create_policy(request()).await?
+                let change = match stored {
+                    Some(stored) if stored == policy => {
+                        println!("unchanged policy/{}", policy.name);
+                        continue;
                     }
-                    other => other?,
+                    Some(_) => client.update_policy(request).await?,
+                    None => client.create_policy(request).await?,
                 };
                 print_change(change.into_inner().change);
             }

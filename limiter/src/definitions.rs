@@ -25,7 +25,7 @@ pub struct ChangeRecord {
     /// `policy.create`, `policy.update`, `policy.delete`, `override.set`, `override.clear`,
     /// `usage.reset`.
     pub action: String,
-    /// `policy/<name>` or `override/<policy>/<client>[/<profile>]`.
+    /// `policy/<name>`, `override/<policy>/<client>[/<profile>]` or `usage/<policy>/<client>`.
     pub resource: String,
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
@@ -178,31 +178,71 @@ impl Definitions {
             },
             Store::Redis { pool, prefix } => {
                 let mut conn = pool.get().await.map_err(redis_err)?;
-                // Versions start at 1 and every version has one record: the list index is
-                // the version minus one.
-                let start = i64::try_from(after).unwrap_or(i64::MAX);
-                let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX) - 1);
-                redis::cmd("LRANGE")
+                // Records are scored by the version they produced.
+                redis::cmd("ZRANGEBYSCORE")
                     .arg(format!("{prefix}:{{defs}}:changes"))
-                    .arg(start)
-                    .arg(stop)
+                    .arg(format!("({after}"))
+                    .arg("+inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
                     .query_async(&mut *conn)
                     .await
                     .map_err(redis_err)?
             }
         };
-        let mut records = Vec::new();
+        // A crash between a file store's record and its catalogue leaves a record for a
+        // version that was then produced again: the later record is the one that took effect.
+        let mut records = std::collections::BTreeMap::new();
         for line in lines.iter().filter(|l| !l.trim().is_empty()) {
             let record: ChangeRecord = serde_json::from_str(line)
                 .map_err(|e| Unavailable(format!("a stored change record is unreadable: {e}")))?;
             if record.version > after {
-                records.push(record);
-            }
-            if records.len() == limit {
-                break;
+                records.insert(record.version, record);
             }
         }
-        Ok(records)
+        Ok(records.into_values().take(limit).collect())
+    }
+
+    /// Stores `catalog` again if the store holds no catalogue at all (Redis restarted without
+    /// persistence). Returns whether it did. Change records from before the loss are gone.
+    pub async fn restore(&self, catalog: &Catalog) -> Result<bool, Unavailable> {
+        let json = serde_json::to_string(catalog).expect("a catalogue serializes");
+        match &self.store {
+            Store::File { dir, lock } => {
+                let _writer = lock.lock().await;
+                if tokio::fs::try_exists(dir.join(CATALOG))
+                    .await
+                    .unwrap_or(true)
+                {
+                    return Ok(false);
+                }
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    let tmp = dir.join(format!("{CATALOG}.tmp"));
+                    let mut file = std::fs::File::create(&tmp)?;
+                    file.write_all(json.as_bytes())?;
+                    file.sync_all()?;
+                    std::fs::rename(&tmp, dir.join(CATALOG))
+                })
+                .await
+                .map_err(|e| Unavailable(e.to_string()))?
+                .map_err(|e| Unavailable(format!("cannot write the catalogue: {e}")))?;
+                Ok(true)
+            }
+            Store::Redis { pool, prefix } => {
+                let mut conn = pool.get().await.map_err(redis_err)?;
+                let restored: i64 = redis::Script::new(RESTORE)
+                    .key(format!("{prefix}:{{defs}}:version"))
+                    .key(format!("{prefix}:{{defs}}:catalog"))
+                    .arg(catalog.version)
+                    .arg(json)
+                    .invoke_async(&mut *conn)
+                    .await
+                    .map_err(redis_err)?;
+                Ok(restored == 1)
+            }
+        }
     }
 }
 
@@ -215,7 +255,15 @@ local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
 if stored ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], stored + 1)
-redis.call('RPUSH', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[3], stored + 1, ARGV[3])
+return 1
+";
+
+/// Puts a catalogue back into a Redis that lost it (nothing is stored under the version key).
+const RESTORE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1])
 return 1
 ";
 

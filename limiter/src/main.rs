@@ -153,7 +153,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             max_keys: args.max_keys,
         },
     };
-    let (counters, definitions) = backend.open().map_err(|e| e.to_string())?;
+    let (counters, definitions) = backend
+        .open()
+        .map_err(|e| format!("cannot open the limiter's store: {e}"))?;
     let quotas = Arc::new(
         Quotas::open(definitions, counters)
             .await
@@ -207,7 +209,7 @@ fn role_name(role: Role) -> &'static str {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -69,9 +69,32 @@ impl Quotas {
     }
 
     /// Puts the stored catalogue in force if another node changed it. Returns whether it did.
+    ///
+    /// If the store has lost the catalogue altogether (Redis restarted without persistence),
+    /// this node writes back the one it holds, so policies are not silently gone; the change
+    /// records from before the loss are.
     pub async fn refresh(&self) -> Result<bool, Unavailable> {
         let stored = self.definitions.version().await?;
-        if stored == self.engine.catalog().version {
+        let current = self.engine.catalog();
+        if stored == current.version {
+            return Ok(false);
+        }
+        if stored == 0 {
+            if self.definitions.restore(&current).await? {
+                tracing::error!(
+                    version = current.version,
+                    "the store had lost the quota definitions; restored them from this node (earlier change records are lost: give Redis persistence)"
+                );
+            }
+            return Ok(false);
+        }
+        // (Read again: a change this node made meanwhile is not a store going back.)
+        if stored < current.version && self.definitions.version().await? < current.version {
+            tracing::error!(
+                stored,
+                in_force = current.version,
+                "the store holds an older quota catalogue than this node; keeping the newer one"
+            );
             return Ok(false);
         }
         self.engine.install(self.definitions.load().await?);
@@ -202,6 +225,12 @@ impl Quotas {
             .engine
             .reset(policy, limit, subject, OffsetDateTime::now_utc())
             .await?;
+        // The counters are gone; if the record cannot be stored, the log keeps who did it.
+        tracing::info!(
+            target: "portcullis::change",
+            actor, action = "usage.reset", policy, client = subject.client, ?limits,
+            "usage reset"
+        );
         let resource = format!("usage/{policy}/{}", subject.client);
         let after = serde_json::json!({
             "limits": limits,

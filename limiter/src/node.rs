@@ -69,6 +69,13 @@ pub fn read_seed(path: &Path) -> Result<Vec<Policy>, String> {
     Ok(seed.policies)
 }
 
+/// The names gRPC health reports on: the server as a whole and each service.
+const SERVICES: [&str; 3] = [
+    "",
+    <pb::check_service_server::CheckServiceServer<crate::grpc::CheckService> as tonic::server::NamedService>::NAME,
+    <pb::quota_service_server::QuotaServiceServer<crate::grpc::QuotaService> as tonic::server::NamedService>::NAME,
+];
+
 /// Keeps this node's catalogue in step with the store (other nodes' changes) and its health
 /// with its counters' reachability, every `interval`, until the task is dropped.
 pub async fn maintain(
@@ -105,10 +112,7 @@ pub async fn maintain(
             } else {
                 tonic_health::ServingStatus::NotServing
             };
-            for name in [
-                "",
-                <pb::check_service_server::CheckServiceServer<crate::grpc::CheckService> as tonic::server::NamedService>::NAME,
-            ] {
+            for name in SERVICES {
                 health.set_service_status(name, status).await;
             }
             if serving {
@@ -127,12 +131,18 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICES {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     let maintainer = tokio::spawn(maintain(quotas.clone(), health, poll));
     let routes = crate::grpc::routes(quotas, tokens, health_service);
     let result = tonic::transport::Server::builder()
         .add_routes(routes)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Checks are small messages: without TCP_NODELAY, delayed ACKs add tens of ms.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await;

@@ -263,6 +263,8 @@ pub enum PolicyError {
     NoName,
     #[error("a policy name is 1 to 64 characters from A-Z a-z 0-9 . _ -")]
     BadName,
+    #[error("limit '{0}': a limit name is 1 to 64 characters from A-Z a-z 0-9 . _ -")]
+    BadLimitName(String),
     #[error("an override needs a policy and a client")]
     OverrideTarget,
     #[error("an override's multiplier must be between {MIN_MULTIPLIER} and {MAX_MULTIPLIER}")]
@@ -293,7 +295,7 @@ impl Policy {
         let mut names = std::collections::HashSet::new();
         for limit in &self.limits {
             if !is_name(&limit.name) {
-                return Err(PolicyError::BadName);
+                return Err(PolicyError::BadLimitName(limit.name.clone()));
             }
             if !names.insert(limit.name.as_str()) {
                 return Err(PolicyError::DuplicateLimit(limit.name.clone()));
@@ -310,7 +312,7 @@ impl Policy {
 }
 
 /// Policy and limit names appear in Redis keys and HTTP headers: a short, plain alphabet.
-fn is_name(name: &str) -> bool {
+pub fn is_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()

@@ -11,7 +11,8 @@ use crate::counters::Unavailable;
 /// How to reach Redis.
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS).
+    /// `redis://[user:password@]host:port[/db]`. (TLS to Redis, `rediss://`, is not supported
+    /// yet.)
     pub url: String,
     /// Prepended to every key, so several deployments (or tests) can share one Redis.
     pub prefix: String,
@@ -26,6 +27,12 @@ pub(crate) fn pool(settings: &RedisSettings) -> Result<Pool<Connector>, Unavaila
     if settings.prefix.is_empty() || settings.prefix.contains(['{', '}']) {
         return Err(Unavailable(
             "the Redis key prefix must be non-empty and without braces".into(),
+        ));
+    }
+    if settings.url.starts_with("rediss://") {
+        return Err(Unavailable(
+            "TLS to Redis (rediss://) is not supported yet: reach Redis over a private network"
+                .into(),
         ));
     }
     let client = redis::Client::open(settings.url.as_str())

@@ -466,3 +466,81 @@ async fn two_nodes_on_one_redis_are_exact_and_share_definitions() {
         "1,000 checks over two limiter nodes against a limit of 100"
     );
 }
+
+#[tokio::test]
+async fn definitions_lost_by_redis_are_restored_by_a_node() {
+    let Some(url) = redis_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens(dir.path());
+    let prefix = prefix();
+    let node = start(
+        &tokens,
+        &["--redis", url.as_str(), "--redis-prefix", prefix.as_str()],
+    )
+    .await;
+    let mut ops = node.manager(Some(&tokens.manage));
+    ops.create_policy(pb::PolicyRequest {
+        policy: Some(gold()),
+    })
+    .await
+    .unwrap();
+
+    // Redis forgets everything (a restart without persistence).
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:{{defs}}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // Within a poll, the node writes back the catalogue it holds.
+    let mut restored = false;
+    for _ in 0..50 {
+        let version: Option<u64> = redis::cmd("GET")
+            .arg(format!("{prefix}:{{defs}}:version"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if version == Some(1) {
+            restored = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(restored, "the node restored the lost definitions");
+    // Changes continue from there, and a node started now sees the policy.
+    let change = ops
+        .set_override(pb::Override {
+            policy: "gold".into(),
+            client: "acme".into(),
+            multiplier: 2.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert_eq!(change.version, 2);
+    let other = start(
+        &tokens,
+        &["--redis", url.as_str(), "--redis-prefix", prefix.as_str()],
+    )
+    .await;
+    let got = other
+        .manager(Some(&tokens.manage))
+        .get_policy(pb::PolicyName {
+            name: "gold".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, gold());
+}

@@ -157,6 +157,16 @@ impl Validator {
         });
     }
 
+    /// A quota policy's name, by the limiter's rule for names.
+    fn policy_name(&mut self, path: &str, name: &str) {
+        if !portcullis_limiter::policy::is_name(name) {
+            self.fail(
+                path,
+                format!("invalid policy name '{name}': use 1-64 letters, digits, '.', '_' or '-'"),
+            );
+        }
+    }
+
     /// Identifiers travel in headers, URLs and records: keep them plain.
     fn id(&mut self, path: &str, id: &str) {
         let ok = (1..=128).contains(&id.len())
@@ -184,7 +194,7 @@ impl Validator {
             Err(e) => self.fail(format!("{at}.base_path"), format!("'{}': {e}", c.base_path)),
         }
         if let Some(policy) = &c.quota_policy {
-            self.id(&format!("{at}.quota_policy"), policy);
+            self.policy_name(&format!("{at}.quota_policy"), policy);
         }
         if c.upstreams.is_empty() {
             self.fail(
@@ -459,7 +469,7 @@ impl Validator {
     ) {
         self.id(&format!("{at}.environment"), p.environment.as_str());
         if let Some(policy) = &p.quota_policy {
-            self.id(&format!("{at}.quota_policy"), policy);
+            self.policy_name(&format!("{at}.quota_policy"), policy);
         }
         for (k, granted) in p.collections.iter().enumerate() {
             let path = format!("{at}.collections[{k}]");

@@ -58,9 +58,11 @@ impl RedisCounters {
                 }
             }
         }
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        // Connections are multiplexed: take a handle and give the pooled one back at once, so
+        // concurrent checks are pipelined on the pool's few connections.
+        let mut conn = self.pool.get().await.map_err(unavailable)?.clone();
         let rows: Vec<(i64, i64, i64, i64)> = invocation
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         if rows.len() != specs.len() {

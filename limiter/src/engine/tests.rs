@@ -469,7 +469,10 @@ fn policies_are_validated() {
     ]);
     assert_eq!(dup.validate(), Err(PolicyError::DuplicateLimit("a".into())));
     let spaced = policy(vec![("a b", Scope::Client, rate(1, RatePeriod::Second))]);
-    assert_eq!(spaced.validate(), Err(PolicyError::BadName));
+    assert_eq!(
+        spaced.validate(),
+        Err(PolicyError::BadLimitName("a b".into()))
+    );
 }
 
 #[test]
