@@ -1,0 +1,154 @@
+//! Global limits across processes: two gateways and two limiter nodes sharing the local Redis
+//! (and a fresh PostgreSQL database for the gateways' configuration). A limit of 100 lets
+//! exactly 100 of 1,000 concurrent requests through, whichever gateway and limiter each
+//! reaches; killing a limiter node moves the gateways to the other without errors.
+
+use portcullis_cluster_tests::*;
+
+const SEED: &str = "policies:
+  - name: cap
+    limits:
+      - {name: daily, scope: client, count: 100, window: day}
+  - name: roomy
+    limits:
+      - {name: daily, scope: client, count: 1000000, window: day}
+";
+
+#[tokio::test]
+async fn limits_are_exact_across_gateways_and_limiters() {
+    let (Some(redis), Some(pg)) = (
+        service("PORTCULLIS_TEST_REDIS_URL"),
+        service("PORTCULLIS_TEST_POSTGRES_URL"),
+    ) else {
+        return;
+    };
+    let db = Database::create(&pg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Tokens::new(dir.path());
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(&seed, SEED).unwrap();
+    let prefix = prefix();
+    let mut limiter_a = Limiter::start(&tokens, &redis, &prefix, &seed);
+    let limiter_b = Limiter::start(&tokens, &redis, &prefix, &seed);
+
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = upstream.local_addr().unwrap();
+    tokio::spawn(serve_ok(upstream));
+    let secret = "cluster-test-token-secret-0123456789abcdef";
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "collections:
+  - id: capped
+    base_path: /capped
+    quota_policy: cap
+    upstreams: {{ sandbox: \"http://{up}\" }}
+    operations:
+      - {{ id: get, methods: [GET], path: / }}
+  - id: open
+    base_path: /open
+    quota_policy: roomy
+    upstreams: {{ sandbox: \"http://{up}\" }}
+    operations:
+      - {{ id: get, methods: [GET], path: / }}
+clients:
+  - id: acme
+    partner: acme
+    profiles:
+      - {{ id: acme-sbx, environment: sandbox, collections: [capped, open] }}
+"
+        ),
+    )
+    .unwrap();
+    cli(&db.url, secret, &["apply", "-f", config.to_str().unwrap()]);
+    let issued = cli(
+        &db.url,
+        secret,
+        &[
+            "credential",
+            "issue",
+            "--client",
+            "acme",
+            "--profile",
+            "acme-sbx",
+        ],
+    );
+    let token = issued
+        .lines()
+        .find(|l| l.starts_with("pcl_"))
+        .expect("a token is printed")
+        .to_owned();
+
+    let limiters = format!("{},{}", limiter_a.url, limiter_b.url);
+    let check = tokens.check_file.to_str().unwrap();
+    let args = [
+        "--limiter",
+        limiters.as_str(),
+        "--limiter-token-file",
+        check,
+        // Exactness is the point, not latency: a debug build under a burst of 1,000.
+        "--limiter-timeout",
+        "5s",
+    ];
+    let g1 = Gateway::start(&db.url, secret, &args);
+    let g2 = Gateway::start(&db.url, secret, &args);
+
+    let results = burst(&[&g1, &g2], "/capped/", &token, 1000).await;
+    let passed = results.iter().filter(|(s, _)| *s == 200).count();
+    let limited = results
+        .iter()
+        .filter(|(s, c)| *s == 429 && c == "quota_exhausted")
+        .count();
+    assert_eq!(
+        (passed, limited),
+        (100, 900),
+        "limit 100 through two gateways and two limiters; others: {:?}",
+        results
+            .iter()
+            .filter(|(s, _)| *s != 200 && *s != 429)
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+
+    // A limiter node dies: the gateways carry on with the other, no request fails.
+    limiter_a.process.kill();
+    let results = burst(&[&g1, &g2], "/open/", &token, 200).await;
+    assert!(
+        results.iter().all(|(s, _)| *s == 200),
+        "after a limiter was killed: {:?}",
+        results
+            .iter()
+            .filter(|(s, _)| *s != 200)
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    drop(limiter_b);
+    db.drop_db().await;
+}
+
+/// A tiny upstream answering 200 to everything.
+async fn serve_ok(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((mut stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut pending = Vec::new();
+            loop {
+                let n = match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                pending.extend_from_slice(&buf[..n]);
+                // One answer per request head (the gateway sends GETs without bodies).
+                while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    pending.drain(..end + 4);
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}";
+                    if stream.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
