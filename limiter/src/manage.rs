@@ -272,6 +272,21 @@ impl Quotas {
     {
         for _ in 0..8 {
             let mut catalog = self.definitions.load().await?;
+            let in_force = self.engine.catalog();
+            if catalog.version < in_force.version {
+                // The store went back (Redis lost its data): never build a change on that.
+                if catalog.version == 0 && self.definitions.restore(&in_force).await? {
+                    tracing::error!(
+                        version = in_force.version,
+                        "the store had lost the quota definitions; restored them from this node"
+                    );
+                    continue;
+                }
+                return Err(ManageError::Unavailable(Unavailable(format!(
+                    "the store holds catalogue version {} but this node has {}: restore the store before changing quotas",
+                    catalog.version, in_force.version
+                ))));
+            }
             let (before, after) = edit(&mut catalog)?;
             catalog.version += 1;
             let record = ChangeRecord {

@@ -1,0 +1,310 @@
+//! What limiting costs the gateway end to end: closed-loop load through a `portcullis`
+//! process (release build) to a tiny upstream, with no quota policy (the reference), with the
+//! in-process limiter, and with a remote `portcullis-limiter` node on Redis. Same run, same
+//! connection count; figures as ratios to the reference.
+//!
+//! Needs the release binaries and Redis:
+//!
+//! ```text
+//! cargo build --release --bins --workspace
+//! PORTCULLIS_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench -p portcullis-benches --bench limits_load
+//! ```
+//!
+//! `LOAD_SECONDS` (default 5) and `LOAD_CONNECTIONS` (default 32) change the run.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench --no-run` and test discovery.
+    }
+    let release = release_dir();
+    for name in ["portcullis", "portcullis-limiter"] {
+        if !release.join(name).exists() {
+            eprintln!(
+                "{} is missing: run `cargo build --release --bins --workspace` first",
+                release.join(name).display()
+            );
+            return;
+        }
+    }
+    let seconds: u64 = env_or("LOAD_SECONDS", 5);
+    let connections: usize = env_or("LOAD_CONNECTIONS", 32);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream = rt.block_on(upstream());
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut rows = Vec::new();
+    for mode in [
+        "no policy",
+        "in-process limiter",
+        "remote limiter (gRPC + Redis)",
+    ] {
+        let redis = std::env::var("PORTCULLIS_TEST_REDIS_URL").ok();
+        if mode.starts_with("remote") && redis.is_none() {
+            eprintln!("skipping '{mode}': PORTCULLIS_TEST_REDIS_URL is not set");
+            continue;
+        }
+        let run = dir.path().join(mode.replace(' ', "-"));
+        std::fs::create_dir_all(&run).unwrap();
+        let policy = if mode == "no policy" {
+            ""
+        } else {
+            "    quota_policy: bench\n"
+        };
+        let config = format!(
+            "collections:\n  - id: bench\n    base_path: /bench\n{policy}    upstreams: {{ sandbox: \"http://{upstream}\" }}\n    operations:\n      - {{ id: get, methods: [GET], path: / }}\nclients:\n  - id: load\n    partner: load\n    profiles:\n      - {{ id: load-sbx, environment: sandbox, collections: [bench] }}\n"
+        );
+        let seed = run.join("seed.yaml");
+        std::fs::write(
+            &seed,
+            "policies:\n  - name: bench\n    limits:\n      - {name: burst, scope: client, count: 1000000000, per: second}\n      - {name: monthly, scope: profile, count: 1000000000, window: month}\n",
+        )
+        .unwrap();
+        std::fs::write(run.join("config.yaml"), config).unwrap();
+        cli(
+            &release,
+            &run,
+            &["apply", "-f", run.join("config.yaml").to_str().unwrap()],
+        );
+        let issued = cli(
+            &release,
+            &run,
+            &[
+                "credential",
+                "issue",
+                "--client",
+                "load",
+                "--profile",
+                "load-sbx",
+            ],
+        );
+        let token = issued
+            .lines()
+            .find(|l| l.starts_with("pcl_"))
+            .unwrap()
+            .to_owned();
+
+        let mut children = Vec::new();
+        let mut args: Vec<String> = vec!["--quota-seed".into(), seed.to_str().unwrap().into()];
+        if let Some(redis) = redis.filter(|_| mode.starts_with("remote")) {
+            let (secret, entry) =
+                portcullis_limiter::auth::issue("load", portcullis_limiter::auth::Role::Check);
+            let tokens = run.join("tokens.yaml");
+            portcullis_limiter::auth::write_file(&tokens, vec![entry]).unwrap();
+            std::fs::write(run.join("check.token"), &secret).unwrap();
+            let n: u64 = rand::random();
+            let mut cmd = Command::new(release.join("portcullis-limiter"));
+            cmd.args(["serve", "--listen", "127.0.0.1:0", "--redis", &redis])
+                .args(["--redis-prefix", &format!("pcload-{n:016x}")])
+                .arg("--tokens")
+                .arg(&tokens)
+                .arg("--seed")
+                .arg(&seed);
+            let (child, found) = spawn(cmd, &["listening on "]);
+            children.push(child);
+            args = vec![
+                "--limiter".into(),
+                format!("http://{}", found[0]),
+                "--limiter-token-file".into(),
+                run.join("check.token").to_str().unwrap().into(),
+            ];
+        }
+        let mut cmd = Command::new(release.join("portcullis"));
+        cmd.arg("--data-dir")
+            .arg(&run)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--quota-listen", "127.0.0.1:0"])
+            .args(&args)
+            .env("PORTCULLIS_LOG", "warn");
+        let (gateway, found) = spawn(cmd, &["gateway: "]);
+        let url = format!("{}/bench/", found[0]);
+        children.push(gateway);
+
+        let stats = rt.block_on(load(&url, &token, connections, Duration::from_secs(1)));
+        assert!(stats.errors == 0, "warm-up failed for '{mode}'");
+        let stats = rt.block_on(load(
+            &url,
+            &token,
+            connections,
+            Duration::from_secs(seconds),
+        ));
+        for mut child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        rows.push((mode, stats));
+    }
+
+    let reference = rows.first().map(|(_, s)| s.rate()).unwrap_or(1.0);
+    println!(
+        "\n{connections} connections, {seconds} s each, closed loop\n\n| configuration | requests/s | vs no policy | p50 | p99 | errors |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for (mode, s) in &rows {
+        println!(
+            "| {mode} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} |",
+            s.rate(),
+            s.rate() / reference,
+            s.percentile(0.50).as_secs_f64() * 1e3,
+            s.percentile(0.99).as_secs_f64() * 1e3,
+            s.errors
+        );
+    }
+}
+
+struct Stats {
+    latencies: Vec<Duration>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies[i]
+    }
+}
+
+/// `connections` workers, each sending one request after another until `duration` ends.
+async fn load(url: &str, token: &str, connections: usize, duration: Duration) -> Stats {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build_http();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (client, stop) = (client.clone(), stop.clone());
+            let uri: hyper::Uri = url.parse().unwrap();
+            let auth = format!("Bearer {token}");
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let req = hyper::Request::get(uri.clone())
+                        .header("authorization", &auth)
+                        .body(Empty::new())
+                        .unwrap();
+                    let t = Instant::now();
+                    match client.request(req).await {
+                        Ok(r) if r.status() == 200 => {
+                            let _ = r.into_body().collect().await;
+                            latencies.push(t.elapsed());
+                        }
+                        Ok(_) | Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut stats = Stats {
+        latencies: Vec::new(),
+        errors: 0,
+        elapsed: started.elapsed(),
+    };
+    for w in workers {
+        let (l, e) = w.await.unwrap();
+        stats.latencies.extend(l);
+        stats.errors += e;
+    }
+    stats.elapsed = started.elapsed();
+    stats.latencies.sort_unstable();
+    stats
+}
+
+/// A tiny upstream answering a small JSON body.
+async fn upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"{\"ok\":true}"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn spawn(mut cmd: Command, prefixes: &[&str]) -> (Child, Vec<String>) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut found = vec![None; prefixes.len()];
+    while found.iter().any(Option::is_none) {
+        let line = lines
+            .next()
+            .expect("the process prints its address")
+            .unwrap();
+        for (slot, p) in found.iter_mut().zip(prefixes) {
+            if let Some(rest) = line.trim().strip_prefix(p) {
+                *slot = Some(rest.trim().to_owned());
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, found.into_iter().flatten().collect())
+}
+
+fn cli(release: &std::path::Path, data_dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(release.join("portcullis"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn release_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(|p| p.parent()).unwrap().to_owned()
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
