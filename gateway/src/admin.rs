@@ -66,7 +66,19 @@ pub async fn handle<B>(gw: Arc<Gateway>, health: Arc<Health>, req: Request<B>) -
             } else {
                 None
             };
-            let mut body = serde_json::json!({"status": "ready", "config_version": version});
+            let audit = gw.audit.stats();
+            let mut body = serde_json::json!({
+                "status": "ready",
+                "config_version": version,
+                "audit": {
+                    "node": gw.audit.node(),
+                    "sink_ok": audit.sink_ok.load(Ordering::Relaxed),
+                    "queued": audit.queued.load(Ordering::Relaxed),
+                    "spooled": audit.spooled.load(Ordering::Relaxed),
+                    "written": audit.written.load(Ordering::Relaxed),
+                    "dropped": audit.dropped.load(Ordering::Relaxed),
+                },
+            });
             if let Some(v) = rejected {
                 body["rejected_config_version"] = v.into();
             }

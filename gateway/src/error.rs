@@ -52,6 +52,9 @@ pub enum ErrorCode {
     /// The limiter cannot answer and the policy fails closed (or names a policy the limiter
     /// does not have). The platform's fault, not the caller's limit.
     PlatformDegraded,
+    /// The node cannot keep request records right now and the operator chose to refuse traffic
+    /// then (`--audit-mode refuse`).
+    AuditUnavailable,
     /// The gateway could not connect to the upstream.
     UpstreamUnreachable,
     /// The upstream did not answer within the configured time.
@@ -68,7 +71,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadRequest,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -85,6 +88,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::QuotaExhausted,
         ErrorCode::PlatformDegraded,
+        ErrorCode::AuditUnavailable,
         ErrorCode::UpstreamUnreachable,
         ErrorCode::UpstreamTimeout,
         ErrorCode::UpstreamError,
@@ -111,6 +115,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::QuotaExhausted => "quota_exhausted",
             ErrorCode::PlatformDegraded => "platform_degraded",
+            ErrorCode::AuditUnavailable => "audit_unavailable",
             ErrorCode::UpstreamUnreachable => "upstream_unreachable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::UpstreamError => "upstream_error",
@@ -135,7 +140,9 @@ impl ErrorCode {
             | ErrorCode::ProductNotGranted
             | ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited | ErrorCode::QuotaExhausted => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::PlatformDegraded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::PlatformDegraded | ErrorCode::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,

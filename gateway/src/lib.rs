@@ -8,6 +8,8 @@
 //! snapshots that a [`node`] follows.
 
 pub mod admin;
+pub mod audit;
+pub mod audit_cli;
 pub mod auth;
 pub mod authz;
 pub mod body;

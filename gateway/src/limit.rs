@@ -75,10 +75,28 @@ impl Limits {
         }
     }
 
-    /// Checks one request. `Ok(None)`: no policy applies. `Ok(Some(decision))`: admitted (the
-    /// decision goes into the response headers). `Err`: 429 for the caller's limits, 503 when
-    /// the platform cannot decide.
+    /// Checks one request: the decision, when there was one (no policy applies, or the platform
+    /// could not decide: none), and the refusal to answer, if any — 429 for the caller's
+    /// limits, 503 when the platform cannot decide.
     pub async fn check(
+        &self,
+        caller: &Caller<'_>,
+        collection: &CompiledCollection,
+        operation: &CompiledOperation,
+        source: IpAddr,
+    ) -> (Option<Decision>, Option<GatewayError>) {
+        match self.decide(caller, collection, operation, source).await {
+            Ok(None) => (None, None),
+            Ok(Some(decision)) if decision.allowed => (Some(decision), None),
+            Ok(Some(decision)) => {
+                let refusal = refusal(&decision);
+                (Some(decision), Some(refusal))
+            }
+            Err(e) => (None, Some(e)),
+        }
+    }
+
+    async fn decide(
         &self,
         caller: &Caller<'_>,
         collection: &CompiledCollection,
@@ -122,11 +140,7 @@ impl Limits {
                 }
             },
         };
-        if decision.allowed {
-            Ok(Some(decision))
-        } else {
-            Err(refusal(&decision))
-        }
+        Ok(Some(decision))
     }
 
     /// No limiter answered: every policy that applies must allow counting on this node, or
@@ -240,6 +254,20 @@ fn refusal(decision: &Decision) -> GatewayError {
         error = error.with_header(name, value);
     }
     error
+}
+
+/// The limits of a decision as the request record keeps them.
+pub fn uses(decision: &Decision) -> Vec<crate::audit::LimitUse> {
+    decision
+        .limits
+        .iter()
+        .map(|l| crate::audit::LimitUse {
+            policy: l.policy.clone(),
+            limit: l.limit.clone(),
+            allowed: l.allowed,
+            remaining: l.remaining,
+        })
+        .collect()
 }
 
 /// `RateLimit-Policy` and `RateLimit` (IETF draft-ietf-httpapi-ratelimit-headers): each limit

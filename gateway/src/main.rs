@@ -101,6 +101,9 @@ enum Command {
         #[arg(long)]
         profile: String,
     },
+    /// Query request records and verify their hash chains.
+    #[command(subcommand)]
+    Audit(portcullis::audit_cli::AuditCommand),
     /// Manage quota policies, overrides and usage (through the limiter's gRPC API).
     Quota(portcullis::quota_cli::QuotaArgs),
     /// Print the version.
@@ -276,6 +279,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             print!("{text}");
             store.close().await;
+        }
+        Command::Audit(command) => {
+            let store = open(&location()?).await?;
+            let ok = portcullis::audit_cli::run(&store, command).await?;
+            store.close().await;
+            if !ok {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Quota(args) => portcullis::quota_cli::run(args, &cli.data_dir).await?,
         Command::Version => println!("portcullis {}", env!("CARGO_PKG_VERSION")),

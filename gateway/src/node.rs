@@ -129,6 +129,15 @@ pub struct NodeSettings {
     /// `policies: [...]`).
     #[arg(long, env = "PORTCULLIS_QUOTA_SEED")]
     pub quota_seed: Option<PathBuf>,
+    /// This node's name in request records (each node keeps its own hash chain). Defaults to
+    /// a name made on first start and kept in DATA_DIR/node-id.
+    #[arg(long, env = "PORTCULLIS_NODE_ID")]
+    pub node_id: Option<String>,
+    /// When request records cannot be written to the database: `spool` keeps serving and
+    /// keeps them in the local journal until it can; `refuse` answers 503 audit_unavailable
+    /// meanwhile (the compliance setting); `off` records nothing (for measurements only).
+    #[arg(long, env = "PORTCULLIS_AUDIT_MODE", default_value = "spool")]
+    pub audit_mode: crate::audit::AuditMode,
     /// Start the built-in demo upstream and (re)apply the demo collection.
     #[arg(long)]
     pub demo: bool,
@@ -151,6 +160,13 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot open the configuration store {}", location.display()))?;
     let (limits, embedded) = limits(&settings, data_dir).await?;
+    let node_id = match &settings.node_id {
+        Some(id) => id.clone(),
+        None => node_id(data_dir)?,
+    };
+    let audit = crate::audit::writer::start(store.clone(), data_dir, node_id, settings.audit_mode)
+        .await
+        .context("cannot start the audit trail")?;
 
     // The demo gets a fresh token on every start: only its hash is stored, so an earlier
     // one cannot be shown again.
@@ -205,6 +221,7 @@ pub async fn run(
         upstream_tokens: TokenCache::new(client_tls(&extra_roots_for_idp)),
         signer: Arc::new(signer),
         limits,
+        audit: audit.clone(),
         settings: PipelineSettings {
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,
@@ -317,6 +334,8 @@ pub async fn run(
             tracing::error!(error = %e, "a task failed during shutdown");
         }
     }
+    // Every request has finished: its record is emitted; write them all out.
+    audit.flush(Duration::from_secs(10)).await;
     if let Some(task) = quota_api {
         match task.await {
             Ok(Err(e)) => tracing::error!(error = %e, "the quota API failed"),
@@ -331,6 +350,23 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The node's name, made on first start and kept in DATA_DIR/node-id.
+fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let n: u32 = rand::random();
+    let id = format!("node-{n:08x}");
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 /// The limiter running in this process, and who may call its gRPC API.

@@ -44,6 +44,8 @@ pub struct Gateway {
     pub signer: SharedSigner,
     /// Rates and quotas: the limiter, in this process or remote.
     pub limits: crate::limit::Limits,
+    /// One record per request.
+    pub audit: crate::audit::Audit,
     pub settings: PipelineSettings,
 }
 
@@ -70,7 +72,18 @@ where
     let method = req.method().clone();
     let raw_path = req.uri().path().to_owned();
     let client_addr = peer.addr;
-    let (mut response, code) = match run(gw, peer, &request_id, req).await {
+    let mut draft = gw.audit.draft(
+        request_id.to_str().unwrap_or_default(),
+        method.as_str(),
+        &raw_path,
+        client_addr.ip(),
+    );
+    draft.record.who.user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(256).collect());
+    let (mut response, code) = match run(gw, peer, &request_id, req, &mut draft).await {
         Ok(response) => (response, None),
         Err(e) => {
             let code = e.code;
@@ -93,7 +106,7 @@ where
         client = %client_addr,
         elapsed_us = started.elapsed().as_micros() as u64,
     );
-    response
+    gw.audit.finish(draft, code, response)
 }
 
 /// The stages, in order. The order is the design: nothing is read from the body or sent
@@ -104,6 +117,7 @@ async fn run<B>(
     peer: Peer,
     request_id: &HeaderValue,
     mut req: Request<B>,
+    draft: &mut crate::audit::Draft,
 ) -> Result<Response<Body>, GatewayError>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -141,6 +155,11 @@ where
     };
     let collection = &snapshot.collections[route.collection];
     let operation = &collection.operations[route.operation];
+    let what = &mut draft.record.what;
+    what.collection = Some(collection.id.to_string());
+    what.collection_version = Some(collection.version.clone());
+    what.operation = Some(operation.id.to_string());
+    what.path_template = Some(format!("{}{}", collection.base_path, operation.template));
 
     // 4. Authenticate: who is calling. Nothing about the caller is trusted before this.
     let now = OffsetDateTime::now_utc();
@@ -150,6 +169,13 @@ where
         client_cert: certificate.as_deref(),
     };
     let caller = auth::authenticate(&snapshot, &gw.verifiers, presented, now).await?;
+    let who = &mut draft.record.who;
+    who.client = Some(caller.client.id.to_string());
+    who.profile = Some(caller.profile.id.to_string());
+    who.environment = Some(caller.profile.environment.to_string());
+    who.partner = Some(caller.client.partner.clone()).filter(|p| !p.is_empty());
+    who.credential = Some(caller.credential.to_string());
+    who.subject = caller.subject.clone();
     if let Some(name) = &gw.settings.client_cert_header {
         // A proxy's certificate header is for this gateway, never for the upstream.
         req.headers_mut().remove(name);
@@ -157,6 +183,7 @@ where
 
     // 5. Authorize: may this caller call this operation, from here, now.
     let source = gw.forwarder.source_address(req.headers(), &peer);
+    draft.record.who.source_ip = source.to_string();
     authz::authorize(&caller, collection, operation, source, now)?;
 
     // 6. The caller's environment chooses the upstream (authorization checked it is offered).
@@ -192,10 +219,24 @@ where
     // 8. Limit: the profile's and the collection's quota policies, all or nothing, counted
     //    only for a request the gateway would otherwise send. A refused request is charged
     //    nothing.
-    let limits = gw
+    if !gw.audit.accepting() {
+        return Err(GatewayError::new(
+            ErrorCode::AuditUnavailable,
+            "request records cannot be kept right now; try again later",
+        ));
+    }
+    let asked = Instant::now();
+    let (limits, refusal) = gw
         .limits
         .check(&caller, collection, operation, source)
-        .await?;
+        .await;
+    draft.limiter = asked.elapsed();
+    if let Some(decision) = &limits {
+        draft.record.limits = crate::limit::uses(decision);
+    }
+    if let Some(refusal) = refusal {
+        return Err(refusal);
+    }
 
     // 9. Forward, with the caller's identity (never its credential).
     let target_path = operation
@@ -212,14 +253,10 @@ where
         peer,
     };
     let (parts, body) = req.into_parts();
-    let mut response = gw
-        .forwarder
-        .send(
-            out,
-            parts,
-            body::limit_inbound(body, gw.settings.max_body_bytes),
-        )
-        .await?;
+    let body = draft.count_inbound(body::limit_inbound(body, gw.settings.max_body_bytes));
+    draft.upstream_started = Some(Instant::now());
+    let mut response = gw.forwarder.send(out, parts, body).await?;
+    draft.record.upstream_status = Some(response.status().as_u16());
     // The caller learns where it stands, on every admitted answer too.
     if let Some(decision) = &limits {
         for (name, value) in crate::limit::headers(decision) {

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
 
+pub use self::audit::{AuditFilter, AuditRow};
 pub use self::records::{Change, Kind, RecordKey, Records, assemble, flatten};
 
 /// Where the configuration lives.
@@ -107,6 +108,9 @@ macro_rules! on_pool {
         }
     };
 }
+
+// After the macro, which it uses.
+mod audit;
 
 impl Store {
     /// Connects and brings the schema up to date.

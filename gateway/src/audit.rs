@@ -1,0 +1,341 @@
+//! The audit trail: one [`RequestRecord`] for every data-plane request, whatever its outcome,
+//! hash-chained per node and kept in the store's database.
+//!
+//! The pipeline fills a [`Draft`] as the request goes; [`Audit::finish`] wraps the response
+//! body so the record is emitted when the body ends — or when it is dropped because the client
+//! went away — exactly once. The [`writer`] journals every record to a local file before it is
+//! written to the database in batches, off the request path; when the database is slow or down
+//! the journal is the spool, and it drains when the database returns.
+
+pub mod record;
+pub mod writer;
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+use crate::body::{Body, BoxError};
+use crate::error::ErrorCode;
+pub use record::{LimitUse, Outcome, RequestRecord};
+
+/// What the operator chose for when records cannot be kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditMode {
+    /// Keep serving; records wait in the local journal until the database takes them.
+    Spool,
+    /// Refuse traffic (503 `audit_unavailable`) while records cannot be written to the
+    /// database: the compliance setting.
+    Refuse,
+    /// Record nothing. For measuring the cost of recording only.
+    Off,
+}
+
+/// Counters of the audit trail (shown by `/readyz`, exported as metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records emitted but not yet journaled.
+    pub queued: AtomicU64,
+    /// Records written to the database.
+    pub written: AtomicU64,
+    /// Records journaled but not yet in the database.
+    pub spooled: AtomicU64,
+    /// Records lost: neither journaled nor written. Must stay 0.
+    pub dropped: AtomicU64,
+    /// Whether the last database write succeeded.
+    pub sink_ok: AtomicBool,
+    /// Whether the last journal write succeeded.
+    pub journal_ok: AtomicBool,
+}
+
+/// The node's audit trail.
+#[derive(Clone)]
+pub struct Audit {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Option<mpsc::UnboundedSender<writer::Message>>,
+    node: String,
+    mode: AuditMode,
+    stats: Arc<Stats>,
+}
+
+impl Audit {
+    /// An audit trail that records nothing (`--audit-mode off`).
+    pub fn off(node: String) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                tx: None,
+                node,
+                mode: AuditMode::Off,
+                stats: Arc::new(Stats::default()),
+            }),
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Whether requests may be served: always, except in `refuse` mode while the database
+    /// cannot take records.
+    pub fn accepting(&self) -> bool {
+        match self.inner.mode {
+            AuditMode::Spool | AuditMode::Off => true,
+            AuditMode::Refuse => {
+                self.inner.stats.sink_ok.load(Ordering::Relaxed)
+                    && self.inner.stats.journal_ok.load(Ordering::Relaxed)
+            }
+        }
+    }
+
+    /// Hands a finished record to the writer.
+    fn emit(&self, record: RequestRecord) {
+        let Some(tx) = &self.inner.tx else { return };
+        self.inner.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if tx.send(writer::Message::Record(Box::new(record))).is_err() {
+            // Only after shutdown: the writer is gone.
+            self.inner.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("a request record was emitted after the audit writer stopped");
+        }
+    }
+
+    /// Waits until every record emitted so far is journaled and, within `deadline`, written
+    /// to the database (what is not stays in the journal for the next start).
+    pub async fn flush(&self, deadline: Duration) {
+        let Some(tx) = &self.inner.tx else { return };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if tx.send(writer::Message::Flush(deadline, done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Starts the record of a request that has just arrived.
+    pub fn draft(&self, request_id: &str, method: &str, path: &str, peer: IpAddr) -> Draft {
+        let now = time::OffsetDateTime::now_utc();
+        Draft {
+            started: Instant::now(),
+            limiter: Duration::ZERO,
+            upstream_started: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            record: RequestRecord {
+                schema: record::SCHEMA_VERSION,
+                request_id: request_id.to_owned(),
+                timestamp: timestamp(now),
+                node: self.inner.node.clone(),
+                channel: "rest".to_owned(),
+                who: record::Who {
+                    source_ip: peer.to_string(),
+                    ..Default::default()
+                },
+                what: record::What {
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Completes the draft with the answer and arranges for the record to be emitted when the
+    /// response body ends (or is dropped).
+    pub fn finish(
+        &self,
+        mut draft: Draft,
+        code: Option<ErrorCode>,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        if self.inner.tx.is_none() {
+            return response;
+        }
+        let r = &mut draft.record;
+        r.status = response.status().as_u16();
+        match code {
+            Some(code) => {
+                r.outcome = Outcome::of(code);
+                r.reason = Some(code.as_str().to_owned());
+            }
+            None => r.outcome = Outcome::Allowed,
+        }
+        let (parts, body) = response.into_parts();
+        let body = Recorded {
+            inner: body,
+            draft: Some(Box::new(draft)),
+            audit: self.clone(),
+            bytes_out: 0,
+            failed: false,
+        };
+        Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+    }
+}
+
+/// A record's time: RFC 3339 in UTC with microseconds, fixed width, so that stored times
+/// sort and compare as text.
+pub fn timestamp(t: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
+}
+
+/// A request's record as the pipeline fills it.
+pub struct Draft {
+    started: Instant,
+    /// Time spent asking the limiter.
+    pub limiter: Duration,
+    /// When the request was sent upstream.
+    pub upstream_started: Option<Instant>,
+    /// Request body bytes read (counted as they stream).
+    pub bytes_in: Arc<AtomicU64>,
+    pub record: RequestRecord,
+}
+
+impl Draft {
+    /// Counts the request body's bytes as it streams.
+    pub fn count_inbound(&self, body: Body) -> Body {
+        http_body_util::BodyExt::boxed(Counted {
+            inner: body,
+            bytes: self.bytes_in.clone(),
+        })
+    }
+}
+
+/// A body that adds its data's length to a counter.
+struct Counted {
+    inner: Body,
+    bytes: Arc<AtomicU64>,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The response body, which emits the request's record when it ends or is dropped.
+struct Recorded {
+    inner: Body,
+    draft: Option<Box<Draft>>,
+    audit: Audit,
+    bytes_out: u64,
+    failed: bool,
+}
+
+impl Recorded {
+    fn emit(&mut self, completed: bool) {
+        let Some(draft) = self.draft.take() else {
+            return;
+        };
+        let Draft {
+            started,
+            limiter,
+            upstream_started,
+            bytes_in,
+            mut record,
+        } = *draft;
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let total = started.elapsed();
+        let upstream = upstream_started.map_or(Duration::ZERO, |t| t.elapsed());
+        record.latency_us = record::Latency {
+            total: micros(total),
+            gateway: micros(total.saturating_sub(upstream).saturating_sub(limiter)),
+            limiter: micros(limiter),
+            upstream: micros(upstream),
+        };
+        record.bytes_in = bytes_in.load(Ordering::Relaxed);
+        record.bytes_out = self.bytes_out;
+        record.completed = completed;
+        if !completed {
+            if self.failed {
+                // The upstream broke off its response.
+                record.outcome = Outcome::Error;
+                record.reason = Some(ErrorCode::UpstreamError.as_str().to_owned());
+            } else if record.reason.is_none() {
+                record.reason = Some(CLIENT_DISCONNECTED.to_owned());
+            }
+        }
+        self.audit.emit(record);
+    }
+}
+
+/// The reason recorded when the client went away before the response ended.
+pub const CLIENT_DISCONNECTED: &str = "client_disconnected";
+
+impl http_body::Body for Recorded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes_out += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.emit(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.failed = true,
+            Poll::Ready(None) => self.emit(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        // A body never polled because it was empty is complete; any other body dropped
+        // before its end was abandoned by the client (or broken by the upstream).
+        let completed = !self.failed && self.inner.is_end_stream();
+        self.emit(completed);
+    }
+}

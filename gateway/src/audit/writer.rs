@@ -1,0 +1,357 @@
+//! The audit writer. Two tasks per node:
+//!
+//! - the journal task numbers each record (per-node sequence), chains it to its predecessor
+//!   (`hash = SHA-256(prev_hash || "\n" || body)`), and appends it to the local journal file
+//!   (`DATA_DIR/audit-journal.ndjson`) — written through to the operating system at once, so
+//!   a killed process loses only what had not reached the journal yet;
+//! - the database task writes journaled records to the store in batches. While the database
+//!   is slow or down they wait (in memory up to a bound, beyond it in the journal only) and
+//!   drain when it returns.
+//!
+//! On start, journaled records the database lacks are written first. The journal is emptied
+//! whenever the database holds everything in it and it has grown past a few megabytes.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Audit, AuditMode, Inner, RequestRecord, Stats};
+use crate::store::{AuditRow, Store};
+
+/// What the journal task receives.
+pub enum Message {
+    Record(Box<RequestRecord>),
+    /// Journal everything before this, then write it to the database within the deadline.
+    Flush(Duration, oneshot::Sender<()>),
+}
+
+/// A journaled record: its place in the node's chain and its exact body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub prev: String,
+    pub hash: String,
+    pub body: String,
+}
+
+/// The hash of the first record's predecessor.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The chain link of `body` after `prev`.
+pub fn link(prev: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(body.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Records kept in memory while the database is down; beyond this they wait in the journal.
+const MAX_PENDING: usize = 100_000;
+/// Records per database transaction.
+const BATCH: usize = 500;
+/// The journal is emptied when everything in it is in the database and it is this large.
+const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Starts the writer for `node`: replays what the journal holds beyond the database, then
+/// serves records until [`Audit::flush`] and shutdown.
+pub async fn start(
+    store: Store,
+    data_dir: &Path,
+    node: String,
+    mode: AuditMode,
+) -> anyhow::Result<Audit> {
+    if mode == AuditMode::Off {
+        return Ok(Audit::off(node));
+    }
+    let journal_path = data_dir.join("audit-journal.ndjson");
+    let (mut seq, mut prev) = match store.audit_head(&node).await? {
+        Some((seq, hash)) => (seq, hash),
+        None => (0, GENESIS.to_owned()),
+    };
+    let committed = Arc::new(AtomicU64::new(seq));
+    let replay = read_journal(&journal_path, seq)?;
+    if let Some(last) = replay.last() {
+        tracing::info!(
+            records = replay.len(),
+            "replaying journaled request records"
+        );
+        seq = last.seq;
+        prev = last.hash.clone();
+    }
+    let stats = Arc::new(Stats::default());
+    stats.sink_ok.store(true, Ordering::Relaxed);
+    stats.journal_ok.store(true, Ordering::Relaxed);
+    stats.spooled.store(replay.len() as u64, Ordering::Relaxed);
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&journal_path)?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (db_tx, db_rx) = mpsc::unbounded_channel();
+    tokio::spawn(journal_task(
+        rx,
+        db_tx,
+        JournalState {
+            file,
+            path: journal_path.clone(),
+            seq,
+            prev,
+        },
+        stats.clone(),
+        committed.clone(),
+    ));
+    tokio::spawn(database_task(
+        store,
+        node.clone(),
+        db_rx,
+        replay.into(),
+        journal_path,
+        stats.clone(),
+        committed,
+    ));
+    Ok(Audit {
+        inner: Arc::new(Inner {
+            tx: Some(tx),
+            node,
+            mode,
+            stats,
+        }),
+    })
+}
+
+struct JournalState {
+    file: std::fs::File,
+    path: PathBuf,
+    seq: u64,
+    prev: String,
+}
+
+/// What the database task receives.
+enum ToDatabase {
+    Entries(Vec<Entry>),
+    Flush(Duration, oneshot::Sender<()>),
+}
+
+async fn journal_task(
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    db: mpsc::UnboundedSender<ToDatabase>,
+    mut state: JournalState,
+    stats: Arc<Stats>,
+    committed: Arc<AtomicU64>,
+) {
+    let mut messages = Vec::with_capacity(1024);
+    while rx.recv_many(&mut messages, 1024).await > 0 {
+        let mut entries = Vec::new();
+        let mut text = String::new();
+        let mut flushes = Vec::new();
+        for message in messages.drain(..) {
+            match message {
+                Message::Record(record) => {
+                    let body = serde_json::to_string(&record).expect("a record serializes");
+                    state.seq += 1;
+                    let hash = link(&state.prev, &body);
+                    let entry = Entry {
+                        seq: state.seq,
+                        prev: std::mem::replace(&mut state.prev, hash.clone()),
+                        hash,
+                        body,
+                    };
+                    text.push_str(&serde_json::to_string(&entry).expect("an entry serializes"));
+                    text.push('\n');
+                    entries.push(entry);
+                }
+                Message::Flush(deadline, done) => flushes.push((deadline, done)),
+            }
+        }
+        if !entries.is_empty() {
+            // One write per batch, straight to the operating system (no user-space buffer).
+            let journaled = state.file.write_all(text.as_bytes());
+            if let Err(e) = &journaled {
+                tracing::error!(error = %e, "cannot append to the audit journal");
+            }
+            stats.journal_ok.store(journaled.is_ok(), Ordering::Relaxed);
+            let n = entries.len() as u64;
+            stats.queued.fetch_sub(n, Ordering::Relaxed);
+            stats.spooled.fetch_add(n, Ordering::Relaxed);
+            let _ = db.send(ToDatabase::Entries(entries));
+        }
+        for (deadline, done) in flushes {
+            let _ = db.send(ToDatabase::Flush(deadline, done));
+        }
+        // Everything journaled is in the database: start the journal afresh.
+        if committed.load(Ordering::Relaxed) == state.seq
+            && state.file.metadata().map(|m| m.len()).unwrap_or(0) > ROTATE_BYTES
+            && let Err(e) = state.file.set_len(0)
+        {
+            tracing::warn!(error = %e, path = %state.path.display(), "cannot empty the audit journal");
+        }
+    }
+}
+
+async fn database_task(
+    store: Store,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<ToDatabase>,
+    mut pending: VecDeque<Entry>,
+    journal: PathBuf,
+    stats: Arc<Stats>,
+    committed: Arc<AtomicU64>,
+) {
+    // Set when records were let go from memory: until the journal has been read up to its
+    // end, records are taken from it, not from the channel.
+    let mut spilled = false;
+    let mut backoff = Duration::from_millis(100);
+    let mut flushes: Vec<(tokio::time::Instant, oneshot::Sender<()>)> = Vec::new();
+    let mut closed = false;
+    loop {
+        if pending.is_empty() && !spilled {
+            for (_, done) in flushes.drain(..) {
+                let _ = done.send(());
+            }
+            if closed {
+                return;
+            }
+            match rx.recv().await {
+                Some(message) => receive(message, &mut pending, spilled, &committed, &mut flushes),
+                None => closed = true,
+            }
+        }
+        while let Ok(message) = rx.try_recv() {
+            receive(message, &mut pending, spilled, &committed, &mut flushes);
+        }
+        if pending.len() > MAX_PENDING {
+            pending.clear();
+            spilled = true;
+        }
+        if spilled && pending.is_empty() {
+            match read_journal(&journal, committed.load(Ordering::Relaxed)) {
+                Ok(entries) => {
+                    spilled = entries.len() > MAX_PENDING;
+                    pending = entries.into_iter().take(MAX_PENDING).collect();
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the audit journal"),
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let batch: Vec<AuditRow> = pending.iter().take(BATCH).map(|e| row(&node, e)).collect();
+        let n = batch.len();
+        let written =
+            tokio::time::timeout(Duration::from_secs(5), store.insert_audit(&batch)).await;
+        match written {
+            Ok(Ok(())) => {
+                let last = pending.get(n - 1).map_or(0, |e| e.seq);
+                pending.drain(..n);
+                committed.store(last, Ordering::Relaxed);
+                stats.written.fetch_add(n as u64, Ordering::Relaxed);
+                stats.spooled.fetch_sub(n as u64, Ordering::Relaxed);
+                if !stats.sink_ok.swap(true, Ordering::Relaxed) {
+                    tracing::info!("the audit sink is writable again; draining the journal");
+                }
+                backoff = Duration::from_millis(100);
+            }
+            Ok(Err(e)) => failed(&stats, &e.to_string()),
+            Err(_) => failed(&stats, "no answer within 5 s"),
+        }
+        if !stats.sink_ok.load(Ordering::Relaxed) {
+            // Answer flushes whose deadline passed; the records stay in the journal.
+            let now = tokio::time::Instant::now();
+            for (_, done) in flushes.extract_if(.., |(deadline, _)| *deadline <= now) {
+                let _ = done.send(());
+            }
+            if closed && flushes.is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                message = rx.recv() => match message {
+                    Some(m) => receive(m, &mut pending, spilled, &committed, &mut flushes),
+                    None => closed = true,
+                },
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Takes a message: new entries join the queue in order (an entry already queued or written
+/// is not taken twice; while spilled, entries are read from the journal instead).
+fn receive(
+    message: ToDatabase,
+    pending: &mut VecDeque<Entry>,
+    spilled: bool,
+    committed: &AtomicU64,
+    flushes: &mut Vec<(tokio::time::Instant, oneshot::Sender<()>)>,
+) {
+    match message {
+        ToDatabase::Entries(entries) if !spilled => {
+            let last = pending
+                .back()
+                .map_or_else(|| committed.load(Ordering::Relaxed), |e| e.seq);
+            pending.extend(entries.into_iter().filter(|e| e.seq > last));
+        }
+        ToDatabase::Entries(_) => {}
+        ToDatabase::Flush(deadline, done) => {
+            flushes.push((tokio::time::Instant::now() + deadline, done));
+        }
+    }
+}
+
+fn failed(stats: &Stats, reason: &str) {
+    if stats.sink_ok.swap(false, Ordering::Relaxed) {
+        tracing::warn!(%reason, "cannot write request records to the database; keeping them in the journal");
+    }
+}
+
+/// The indexed columns and body of an entry.
+fn row(node: &str, e: &Entry) -> AuditRow {
+    let r: RequestRecord = serde_json::from_str(&e.body).unwrap_or_default();
+    AuditRow {
+        node: node.to_owned(),
+        seq: e.seq,
+        recorded_at: r.timestamp,
+        channel: r.channel,
+        outcome: r.outcome.as_str().to_owned(),
+        reason: r.reason,
+        status: r.status,
+        client: r.who.client,
+        profile: r.who.profile,
+        partner: r.who.partner,
+        collection: r.what.collection,
+        operation: r.what.operation,
+        body: e.body.clone(),
+        prev_hash: e.prev.clone(),
+        hash: e.hash.clone(),
+    }
+}
+
+/// The journal's entries after `after`, in order. A torn last line (the process died while
+/// writing it) is ignored.
+fn read_journal(path: &Path, after: u64) -> std::io::Result<Vec<Entry>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut entries = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line?;
+        match serde_json::from_str::<Entry>(&line) {
+            Ok(e) if e.seq > after => entries.push(e),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("skipping an unreadable line in the audit journal"),
+        }
+    }
+    Ok(entries)
+}
