@@ -450,6 +450,23 @@ impl Remote {
             }
             let mut request = tonic::Request::new(message.clone());
             request.set_timeout(left);
+            // The limiter continues this trace.
+            let mut trace = http::HeaderMap::new();
+            {
+                use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+                portcullis_limiter::telemetry::inject(
+                    &tracing::Span::current().context(),
+                    &mut trace,
+                );
+            }
+            for (name, value) in trace.iter() {
+                if let (Ok(value), Ok(key)) = (
+                    tonic::metadata::MetadataValue::try_from(value.as_bytes()),
+                    tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
+                ) {
+                    request.metadata_mut().insert(key, value);
+                }
+            }
             request
                 .metadata_mut()
                 .insert("authorization", self.token.clone());
@@ -501,6 +518,7 @@ impl Remote {
                     node.down_until
                         .store(now_ms() + SKIP_FAILED.as_millis() as i64, Ordering::Relaxed);
                     last = format!("limiter {}: {}", node.url, status.message());
+                    tracing::debug!(reason = %last, code = ?status.code(), "limiter attempt failed; trying the next node");
                 }
             }
         }

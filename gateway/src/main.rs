@@ -166,12 +166,40 @@ impl TokenTarget {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("can start the async runtime");
-    match runtime.block_on(run(cli)) {
+    // Only a serving node exports telemetry; every command logs.
+    let export = match &cli.command {
+        Command::Serve(settings) => Some(settings.telemetry.clone()),
+        Command::Apply { .. }
+        | Command::Export { .. }
+        | Command::Validate { .. }
+        | Command::Credential(_)
+        | Command::Access { .. }
+        | Command::Audit(_)
+        | Command::Quota(_)
+        | Command::Version => None,
+    };
+    let telemetry = runtime.block_on(async {
+        portcullis_limiter::telemetry::init(
+            "portcullis",
+            matches!(cli.log_format, LogFormat::Json),
+            "info,sqlx=warn,portcullis::access=off",
+            export.as_ref(),
+        )
+    });
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    runtime.block_on(async { telemetry.shutdown() });
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -314,19 +342,5 @@ fn write_output(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
     match path {
         Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
         None => Ok(std::io::stdout().write_all(text.as_bytes())?),
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,sqlx=warn,portcullis::access=off")
-        });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

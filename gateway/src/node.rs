@@ -138,6 +138,8 @@ pub struct NodeSettings {
     /// meanwhile (the compliance setting); `off` records nothing (for measurements only).
     #[arg(long, env = "PORTCULLIS_AUDIT_MODE", default_value = "spool")]
     pub audit_mode: crate::audit::AuditMode,
+    #[command(flatten)]
+    pub telemetry: portcullis_limiter::telemetry::TelemetrySettings,
     /// Start the built-in demo upstream and (re)apply the demo collection.
     #[arg(long)]
     pub demo: bool,

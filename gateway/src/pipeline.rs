@@ -8,6 +8,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, HeaderName, HeaderValue};
 use time::OffsetDateTime;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::auth::{self, Caller, Verifiers, mtls};
 use crate::authz;
@@ -83,7 +85,26 @@ where
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(256).collect());
-    let (mut response, code) = match run(gw, peer, &request_id, req, &mut draft).await {
+    // A span per request, continuing the caller's trace (W3C `traceparent`) when it sent one.
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %method,
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = %raw_path,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        portcullis.request_id = request_id.to_str().unwrap_or_default(),
+        portcullis.reason = tracing::field::Empty,
+    );
+    let parent = portcullis_limiter::telemetry::extract(req.headers());
+    let _ = span.set_parent(parent);
+    // Read before the span starts: its name is settled only once the request is routed.
+    let inbound_trace = inbound_trace_id(req.headers());
+    let outcome = run(gw, peer, &request_id, req, &mut draft)
+        .instrument(span.clone())
+        .await;
+    let (mut response, code) = match outcome {
         Ok(response) => (response, None),
         Err(e) => {
             let code = e.code;
@@ -96,6 +117,11 @@ where
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
+    span.record("http.response.status_code", response.status().as_u16());
+    draft.record.trace_id = trace_id(&span).or(inbound_trace);
+    if let Some(code) = code {
+        span.record("portcullis.reason", code.as_str());
+    }
     tracing::info!(
         target: "portcullis::access",
         request_id = request_id.to_str().unwrap_or_default(),
@@ -160,6 +186,15 @@ where
     what.collection_version = Some(collection.version.clone());
     what.operation = Some(operation.id.to_string());
     what.path_template = Some(format!("{}{}", collection.base_path, operation.template));
+    if let Some(template) = &what.path_template {
+        use opentelemetry::trace::TraceContextExt as _;
+        let span = tracing::Span::current();
+        span.record("http.route", template.as_str());
+        // The span is named by its route once it is known (`GET /orders/{id}`).
+        span.context()
+            .span()
+            .update_name(format!("{} {template}", req.method()));
+    }
 
     // 4. Authenticate: who is calling. Nothing about the caller is trusted before this.
     let now = OffsetDateTime::now_utc();
@@ -168,7 +203,9 @@ where
         headers: req.headers(),
         client_cert: certificate.as_deref(),
     };
-    let caller = auth::authenticate(&snapshot, &gw.verifiers, presented, now).await?;
+    let caller = auth::authenticate(&snapshot, &gw.verifiers, presented, now)
+        .instrument(tracing::info_span!("authenticate"))
+        .await?;
     let who = &mut draft.record.who;
     who.client = Some(caller.client.id.to_string());
     who.profile = Some(caller.profile.id.to_string());
@@ -229,6 +266,7 @@ where
     let (limits, refusal) = gw
         .limits
         .check(&caller, collection, operation, source)
+        .instrument(tracing::info_span!("limiter.check", otel.kind = "client"))
         .await;
     draft.limiter = asked.elapsed();
     if let Some(decision) = &limits {
@@ -242,7 +280,20 @@ where
     let target_path = operation
         .target
         .expand(|name| route.param(name), route.rest());
-    let identity = gateway_headers(gw, &caller, collection, request_id).await?;
+    let mut identity = gateway_headers(gw, &caller, collection, request_id).await?;
+    // The upstream call is a span of its own; the upstream continues the trace from it.
+    let upstream_span = tracing::info_span!(
+        "upstream",
+        otel.kind = "client",
+        http.response.status_code = tracing::field::Empty,
+    );
+    let mut trace_headers = http::HeaderMap::new();
+    portcullis_limiter::telemetry::inject(&upstream_span.context(), &mut trace_headers);
+    identity.extend(
+        trace_headers
+            .into_iter()
+            .filter_map(|(name, value)| Some((name?, value))),
+    );
     let out = Outbound {
         target,
         path: target_path,
@@ -255,7 +306,12 @@ where
     let (parts, body) = req.into_parts();
     let body = draft.count_inbound(body::limit_inbound(body, gw.settings.max_body_bytes));
     draft.upstream_started = Some(Instant::now());
-    let mut response = gw.forwarder.send(out, parts, body).await?;
+    let mut response = gw
+        .forwarder
+        .send(out, parts, body)
+        .instrument(upstream_span.clone())
+        .await?;
+    upstream_span.record("http.response.status_code", response.status().as_u16());
     draft.record.upstream_status = Some(response.status().as_u16());
     // The caller learns where it stands, on every admitted answer too.
     if let Some(decision) = &limits {
@@ -345,6 +401,22 @@ fn identity_headers(caller: &Caller<'_>) -> Vec<(HeaderName, HeaderValue)> {
         ))
     })
     .collect()
+}
+
+/// The request's trace id when traces are exported.
+fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let context = span.context();
+    let own = context.span().span_context().clone();
+    own.is_valid().then(|| own.trace_id().to_string())
+}
+
+/// The trace id of the caller's `traceparent`, if it sent a well-formed one.
+fn inbound_trace_id(headers: &http::HeaderMap) -> Option<String> {
+    let parent = headers.get("traceparent")?.to_str().ok()?;
+    let id = parent.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32))
+        .then(|| id.to_ascii_lowercase())
 }
 
 fn route_not_found() -> GatewayError {

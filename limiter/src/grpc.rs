@@ -93,7 +93,30 @@ impl pb::check_service_server::CheckService for CheckService {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        let req = request.into_inner();
+        use tracing::Instrument as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        // The gateway's trace continues here.
+        let span = tracing::info_span!("limiter.check", otel.kind = "server");
+        let _ = span.set_parent(crate::telemetry::extract(
+            &request.metadata().clone().into_headers(),
+        ));
+        self.decide(request.into_inner()).instrument(span).await
+    }
+
+    async fn get_policies(
+        &self,
+        _: Request<pb::GetPoliciesRequest>,
+    ) -> Result<Response<pb::GetPoliciesResponse>, Status> {
+        let catalog = self.engine.catalog();
+        Ok(Response::new(pb::GetPoliciesResponse {
+            policies: catalog.policies.values().map(policy_to_pb).collect(),
+            version: catalog.version,
+        }))
+    }
+}
+
+impl CheckService {
+    async fn decide(&self, req: pb::CheckRequest) -> Result<Response<pb::CheckResponse>, Status> {
         if req.hits == 0 || req.hits > MAX_COUNT {
             return Err(Status::invalid_argument(format!(
                 "hits must be between 1 and {MAX_COUNT}"
@@ -119,17 +142,6 @@ impl pb::check_service_server::CheckService for CheckService {
             .await
             .map_err(check_status)?;
         Ok(Response::new(decision_to_pb(decision)))
-    }
-
-    async fn get_policies(
-        &self,
-        _: Request<pb::GetPoliciesRequest>,
-    ) -> Result<Response<pb::GetPoliciesResponse>, Status> {
-        let catalog = self.engine.catalog();
-        Ok(Response::new(pb::GetPoliciesResponse {
-            policies: catalog.policies.values().map(policy_to_pb).collect(),
-            version: catalog.version,
-        }))
     }
 }
 

@@ -18,5 +18,6 @@ pub mod manage;
 pub mod node;
 pub mod policy;
 mod redis_pool;
+pub mod telemetry;
 
 pub use redis_pool::RedisSettings;

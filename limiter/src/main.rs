@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a limiter node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Make a service token: prints the secret once, and the entry for the token file.
     Token {
         #[arg(long)]
@@ -81,6 +81,8 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    #[command(flatten)]
+    telemetry: portcullis_limiter::telemetry::TelemetrySettings,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -128,9 +130,22 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Serve(args) => {
-            init_logging(&args.log_format);
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-            match runtime.block_on(serve(args)) {
+            let telemetry = runtime.block_on(async {
+                portcullis_limiter::telemetry::init(
+                    "portcullis-limiter",
+                    args.log_format == "json",
+                    "info",
+                    Some(&args.telemetry),
+                )
+            });
+            let telemetry = match telemetry {
+                Ok(t) => t,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let result = runtime.block_on(serve(*args));
+            runtime.block_on(async { telemetry.shutdown() });
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -205,19 +220,6 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Check => "check",
         Role::Manage => "manage",
-    }
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

@@ -306,6 +306,14 @@ impl Quotas {
                         "quota catalogue changed"
                     );
                     self.engine.install(catalog);
+                    if let Ok(value) = serde_json::to_value(&record) {
+                        crate::telemetry::export_event(
+                            "portcullis.change",
+                            "portcullis.change",
+                            &value.to_string(),
+                            crate::telemetry::attributes(&value),
+                        );
+                    }
                     return Ok(record);
                 }
                 Err(StoreError::Conflict) => continue,

@@ -126,14 +126,17 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn start(tokens: &Tokens, redis: &str, prefix: &str, seed: &Path) -> Self {
+    /// A node on `redis` under `prefix`, seeded from `seed`, with `extra` flags.
+    pub fn start(tokens: &Tokens, redis: &str, prefix: &str, seed: &Path, extra: &[&str]) -> Self {
         let mut cmd = Command::new(bin("portcullis-limiter"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--redis", redis])
             .args(["--redis-prefix", prefix, "--poll-interval", "200ms"])
             .arg("--tokens")
             .arg(&tokens.file)
             .arg("--seed")
-            .arg(seed);
+            .arg(seed)
+            .args(extra);
+        quick_export(&mut cmd);
         let (process, found) = Process::start(cmd, &["listening on "]);
         Self {
             process,
@@ -167,6 +170,7 @@ impl Gateway {
             ])
             .args(["--config-poll-interval", "100ms"])
             .args(args);
+        quick_export(&mut cmd);
         let (process, found) = Process::start(cmd, &["gateway: ", "admin: "]);
         Self {
             process,
@@ -175,6 +179,12 @@ impl Gateway {
             _dir: dir,
         }
     }
+}
+
+/// Telemetry, when exported, leaves within 100 ms rather than the default seconds.
+fn quick_export(cmd: &mut Command) {
+    cmd.env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "100");
 }
 
 /// Runs a `portcullis` command against `store`; returns its standard output.
@@ -265,4 +275,42 @@ pub async fn burst(gateways: &[&Gateway], path: &str, token: &str, n: usize) -> 
         }
     });
     futures_util::future::join_all(calls).await
+}
+
+/// A tiny upstream answering 200 with `{}` to every request; returns its address and the
+/// request heads it received.
+pub async fn upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut pending = Vec::new();
+                loop {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    pending.extend_from_slice(&buf[..n]);
+                    // One answer per request head (the tests send GETs without bodies).
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = pending.drain(..end + 4).collect();
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&head).into_owned());
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}";
+                        if stream.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
 }

@@ -28,12 +28,10 @@ async fn limits_are_exact_across_gateways_and_limiters() {
     let seed = dir.path().join("seed.yaml");
     std::fs::write(&seed, SEED).unwrap();
     let prefix = prefix();
-    let mut limiter_a = Limiter::start(&tokens, &redis, &prefix, &seed);
-    let limiter_b = Limiter::start(&tokens, &redis, &prefix, &seed);
+    let mut limiter_a = Limiter::start(&tokens, &redis, &prefix, &seed, &[]);
+    let limiter_b = Limiter::start(&tokens, &redis, &prefix, &seed, &[]);
 
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = upstream.local_addr().unwrap();
-    tokio::spawn(serve_ok(upstream));
+    let (up, _) = upstream().await;
     let secret = "cluster-test-token-secret-0123456789abcdef";
     let config = dir.path().join("config.yaml");
     std::fs::write(
@@ -125,30 +123,4 @@ clients:
     );
     drop(limiter_b);
     db.drop_db().await;
-}
-
-/// A tiny upstream answering 200 to everything.
-async fn serve_ok(listener: tokio::net::TcpListener) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    while let Ok((mut stream, _)) = listener.accept().await {
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut pending = Vec::new();
-            loop {
-                let n = match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                pending.extend_from_slice(&buf[..n]);
-                // One answer per request head (the gateway sends GETs without bodies).
-                while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                    pending.drain(..end + 4);
-                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}";
-                    if stream.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-    }
 }

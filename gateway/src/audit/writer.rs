@@ -168,6 +168,7 @@ async fn journal_task(
                     };
                     text.push_str(&serde_json::to_string(&entry).expect("an entry serializes"));
                     text.push('\n');
+                    export(&entry);
                     entries.push(entry);
                 }
                 Message::Flush(deadline, done) => flushes.push((deadline, done)),
@@ -312,6 +313,30 @@ fn failed(stats: &Stats, reason: &str) {
     if stats.sink_ok.swap(false, Ordering::Relaxed) {
         tracing::warn!(%reason, "cannot write request records to the database; keeping them in the journal");
     }
+}
+
+/// Sends the record to the OTLP collector (when one is configured) as a log record: the
+/// record's fields as attributes (`who.client`, …) and its chain position.
+fn export(entry: &Entry) {
+    use portcullis_limiter::telemetry;
+    if !telemetry::exporting() {
+        return;
+    }
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&entry.body) else {
+        return;
+    };
+    let mut attributes = telemetry::attributes(&value);
+    attributes.push((
+        "seq".to_owned(),
+        i64::try_from(entry.seq).unwrap_or(i64::MAX).into(),
+    ));
+    attributes.push(("hash".to_owned(), entry.hash.clone().into()));
+    telemetry::export_event(
+        "portcullis.audit",
+        "portcullis.request",
+        &entry.body,
+        attributes,
+    );
 }
 
 /// The indexed columns and body of an entry.
