@@ -73,6 +73,7 @@ pub async fn handle<B>(gw: Arc<Gateway>, health: Arc<Health>, req: Request<B>) -
                 "audit": {
                     "node": gw.audit.node(),
                     "sink_ok": audit.sink_ok.load(Ordering::Relaxed),
+                    "journal_ok": audit.journal_ok.load(Ordering::Relaxed),
                     "queued": audit.queued.load(Ordering::Relaxed),
                     "spooled": audit.spooled.load(Ordering::Relaxed),
                     "written": audit.written.load(Ordering::Relaxed),

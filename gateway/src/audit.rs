@@ -71,12 +71,15 @@ struct Inner {
 impl Audit {
     /// An audit trail that records nothing (`--audit-mode off`).
     pub fn off(node: String) -> Self {
+        let stats = Stats::default();
+        stats.sink_ok.store(true, Ordering::Relaxed);
+        stats.journal_ok.store(true, Ordering::Relaxed);
         Self {
             inner: Arc::new(Inner {
                 tx: None,
                 node,
                 mode: AuditMode::Off,
-                stats: Arc::new(Stats::default()),
+                stats: Arc::new(stats),
             }),
         }
     }
@@ -127,6 +130,7 @@ impl Audit {
     pub fn draft(&self, request_id: &str, method: &str, path: &str, peer: IpAddr) -> Draft {
         let now = time::OffsetDateTime::now_utc();
         Draft {
+            audit: self.inner.tx.as_ref().map(|_| self.clone()),
             started: Instant::now(),
             limiter: Duration::ZERO,
             upstream_started: None,
@@ -159,7 +163,7 @@ impl Audit {
         code: Option<ErrorCode>,
         response: Response<Body>,
     ) -> Response<Body> {
-        if self.inner.tx.is_none() {
+        if draft.audit.take().is_none() {
             return response;
         }
         let r = &mut draft.record;
@@ -194,8 +198,11 @@ pub fn timestamp(t: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// A request's record as the pipeline fills it.
+/// A request's record as the pipeline fills it. Dropped unfinished — the client went away
+/// before the answer, so the server dropped the request — it still emits its record.
 pub struct Draft {
+    /// Set until the record's emission is arranged.
+    audit: Option<Audit>,
     started: Instant,
     /// Time spent asking the limiter.
     pub limiter: Duration,
@@ -206,7 +213,41 @@ pub struct Draft {
     pub record: RequestRecord,
 }
 
+impl Drop for Draft {
+    fn drop(&mut self) {
+        if let Some(audit) = self.audit.take() {
+            let mut record = std::mem::take(&mut self.record);
+            record.status = CLIENT_CLOSED_STATUS;
+            record.outcome = Outcome::Error;
+            record.reason = Some(CLIENT_DISCONNECTED.to_owned());
+            record.completed = false;
+            record.latency_us = self.latency();
+            record.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+            audit.emit(record);
+        }
+    }
+}
+
+/// The status recorded for a request whose client left before it was answered (none was
+/// sent; 499 by the common convention).
+pub const CLIENT_CLOSED_STATUS: u16 = 499;
+
 impl Draft {
+    /// Where the time went so far.
+    fn latency(&self) -> record::Latency {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let total = self.started.elapsed();
+        let upstream = self
+            .upstream_started
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        record::Latency {
+            total: micros(total),
+            gateway: micros(total.saturating_sub(upstream).saturating_sub(self.limiter)),
+            limiter: micros(self.limiter),
+            upstream: micros(upstream),
+        }
+    }
+
     /// Counts the request body's bytes as it streams.
     pub fn count_inbound(&self, body: Body) -> Body {
         http_body_util::BodyExt::boxed(Counted {
@@ -259,26 +300,12 @@ struct Recorded {
 
 impl Recorded {
     fn emit(&mut self, completed: bool) {
-        let Some(draft) = self.draft.take() else {
+        let Some(mut draft) = self.draft.take() else {
             return;
         };
-        let Draft {
-            started,
-            limiter,
-            upstream_started,
-            bytes_in,
-            mut record,
-        } = *draft;
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let total = started.elapsed();
-        let upstream = upstream_started.map_or(Duration::ZERO, |t| t.elapsed());
-        record.latency_us = record::Latency {
-            total: micros(total),
-            gateway: micros(total.saturating_sub(upstream).saturating_sub(limiter)),
-            limiter: micros(limiter),
-            upstream: micros(upstream),
-        };
-        record.bytes_in = bytes_in.load(Ordering::Relaxed);
+        let mut record = std::mem::take(&mut draft.record);
+        record.latency_us = draft.latency();
+        record.bytes_in = draft.bytes_in.load(Ordering::Relaxed);
         record.bytes_out = self.bytes_out;
         record.completed = completed;
         if !completed {

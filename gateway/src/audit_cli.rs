@@ -120,9 +120,14 @@ pub async fn run(store: &Store, command: AuditCommand) -> anyhow::Result<bool> {
             Ok(true)
         }
         AuditCommand::Verify { node, from, to } => {
+            let known = store.audit_nodes().await?;
             let nodes = match node {
+                Some(n) if !known.contains(&n) => {
+                    println!("{n}: no records");
+                    return Ok(false);
+                }
                 Some(n) => vec![n],
-                None => store.audit_nodes().await?,
+                None => known,
             };
             let mut intact = true;
             for node in nodes {

@@ -22,6 +22,7 @@ collections:
       - {{ id: create, methods: [POST], path: /items }}
       - {{ id: admin, methods: [DELETE], path: "/items/{{id}}", scopes: [orders:admin] }}
       - {{ id: download, methods: [GET], path: "/download/{{n}}" }}
+      - {{ id: slow, methods: [GET], path: "/slow/{{ms}}" }}
   - id: broken
     base_path: /broken
     upstreams: {{ sandbox: "http://{closed}" }}
@@ -159,10 +160,23 @@ async fn one_record_per_request_whatever_the_outcome() {
         assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
     }
 
-    let all = records(&node, sent.len() + 2);
+    // A client that gives up before the answer (the upstream takes 3 s).
+    let impatient_id = "client-gone-2";
+    {
+        use tokio::io::AsyncWriteExt;
+        let addr = node.gateway.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /orders/slow/3000 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {reader}\r\nx-request-id: {impatient_id}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let all = records(&node, sent.len() + 3);
     assert_eq!(
         all.len(),
-        sent.len() + 2,
+        sent.len() + 3,
         "one record per request, no more: {:?}",
         all.iter()
             .map(|r| (&r["status"], &r["reason"], &r["what"]["path"]))
@@ -232,6 +246,12 @@ async fn one_record_per_request_whatever_the_outcome() {
     assert_eq!(gone["completed"], false);
     assert_eq!(gone["reason"], "client_disconnected");
     assert_eq!(gone["status"], 200);
+    let impatient = by_id(&all, impatient_id);
+    assert_eq!(impatient["status"], 499);
+    assert_eq!(impatient["outcome"], "error");
+    assert_eq!(impatient["reason"], "client_disconnected");
+    assert_eq!(impatient["completed"], false);
+    assert_eq!(impatient["who"]["client"], "reader");
 
     // Secrets never appear: not the tokens, not the query.
     let text = String::from_utf8_lossy(&node.cli(&["audit", "query"]).stdout).into_owned();
@@ -278,6 +298,11 @@ async fn one_record_per_request_whatever_the_outcome() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().count(),
         all.len() - 2
+    );
+    let typo = node.cli(&["audit", "verify", "--node", "no-such-node"]);
+    assert!(
+        !typo.status.success(),
+        "an unknown node is not an intact chain"
     );
     let bad = node.cli(&["audit", "query", "--since", "yesterday"]);
     assert!(!bad.status.success());

@@ -136,3 +136,91 @@ pub struct LimitUse {
     pub allowed: bool,
     pub remaining: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key of `value` is a property the schema declares at that place, and every
+    /// property the schema requires is present.
+    fn conforms(value: &serde_json::Value, schema: &serde_json::Value, at: &str) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let properties = schema["properties"]
+                    .as_object()
+                    .unwrap_or_else(|| panic!("the schema has no properties at {at}"));
+                for (key, v) in map {
+                    let sub = properties
+                        .get(key)
+                        .unwrap_or_else(|| panic!("{at}.{key} is not in the schema"));
+                    conforms(v, sub, &format!("{at}.{key}"));
+                }
+                for required in schema["required"].as_array().into_iter().flatten() {
+                    let key = required.as_str().unwrap();
+                    assert!(map.contains_key(key), "{at}.{key} is required by the schema");
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    conforms(item, &schema["items"], &format!("{at}[{i}]"));
+                }
+            }
+            serde_json::Value::Null
+            | serde_json::Value::Bool(_)
+            | serde_json::Value::Number(_)
+            | serde_json::Value::String(_) => {}
+        }
+    }
+
+    #[test]
+    fn a_full_record_matches_the_published_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/schemas/request-record.v1.json"))
+                .unwrap();
+        let some = |s: &str| Some(s.to_owned());
+        let record = RequestRecord {
+            schema: SCHEMA_VERSION,
+            request_id: "r".into(),
+            trace_id: some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            timestamp: "2026-11-22T23:00:00.000000Z".into(),
+            node: "node-1".into(),
+            channel: "rest".into(),
+            who: Who {
+                client: some("c"),
+                profile: some("p"),
+                environment: some("sandbox"),
+                partner: some("acme"),
+                credential: some("cred"),
+                subject: some("sub"),
+                source_ip: "192.0.2.1".into(),
+                user_agent: some("ua"),
+            },
+            what: What {
+                method: "GET".into(),
+                path: "/x".into(),
+                collection: some("x"),
+                collection_version: some("1"),
+                operation: some("get"),
+                path_template: some("/x"),
+                mcp_method: some("tools/call"),
+                tool: some("get_x"),
+            },
+            outcome: Outcome::Denied,
+            reason: some("rate_limited"),
+            status: 429,
+            upstream_status: Some(200),
+            latency_us: Latency::default(),
+            bytes_in: 1,
+            bytes_out: 2,
+            completed: true,
+            limits: vec![LimitUse {
+                policy: "p".into(),
+                limit: "l".into(),
+                allowed: false,
+                remaining: 0,
+            }],
+        };
+        conforms(&serde_json::to_value(&record).unwrap(), &schema, "record");
+        assert_eq!(schema["properties"]["schema"]["const"], SCHEMA_VERSION);
+    }
+}
