@@ -53,6 +53,18 @@ pub async fn handle<B>(gw: Arc<Gateway>, health: Arc<Health>, req: Request<B>) -
         ("/healthz", true) => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         // The public keys upstreams verify identity assertions with.
         ("/.well-known/jwks.json", true) => json_response(StatusCode::OK, &gw.signer.jwks),
+        ("/metrics", true) => {
+            let fallbacks = gw.limits.fallbacks.load(Ordering::Relaxed);
+            let text = gw.audit.metrics().render(gw.audit.stats(), fallbacks);
+            let mut response = Response::new(crate::body::full(text));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
         ("/readyz", true) => {
             let version = gw.snapshot.current().version;
             let rejected = match health.rejected_version.load(Ordering::Relaxed) {

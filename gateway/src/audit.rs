@@ -66,11 +66,12 @@ struct Inner {
     node: String,
     mode: AuditMode,
     stats: Arc<Stats>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Audit {
     /// An audit trail that records nothing (`--audit-mode off`).
-    pub fn off(node: String) -> Self {
+    pub fn off(node: String, metrics: Arc<crate::metrics::Metrics>) -> Self {
         let stats = Stats::default();
         stats.sink_ok.store(true, Ordering::Relaxed);
         stats.journal_ok.store(true, Ordering::Relaxed);
@@ -80,6 +81,7 @@ impl Audit {
                 node,
                 mode: AuditMode::Off,
                 stats: Arc::new(stats),
+                metrics,
             }),
         }
     }
@@ -90,6 +92,11 @@ impl Audit {
 
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// The metrics derived from the records.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     /// Whether requests may be served: always, except in `refuse` mode while the database
@@ -106,6 +113,7 @@ impl Audit {
 
     /// Hands a finished record to the writer.
     fn emit(&self, record: RequestRecord) {
+        self.inner.metrics.observe(&record);
         let Some(tx) = &self.inner.tx else { return };
         self.inner.stats.queued.fetch_add(1, Ordering::Relaxed);
         if tx.send(writer::Message::Record(Box::new(record))).is_err() {
@@ -130,7 +138,7 @@ impl Audit {
     pub fn draft(&self, request_id: &str, method: &str, path: &str, peer: IpAddr) -> Draft {
         let now = time::OffsetDateTime::now_utc();
         Draft {
-            audit: self.inner.tx.as_ref().map(|_| self.clone()),
+            audit: Some(self.clone()),
             started: Instant::now(),
             limiter: Duration::ZERO,
             upstream_started: None,

@@ -138,6 +138,10 @@ pub struct NodeSettings {
     /// meanwhile (the compliance setting); `off` records nothing (for measurements only).
     #[arg(long, env = "PORTCULLIS_AUDIT_MODE", default_value = "spool")]
     pub audit_mode: crate::audit::AuditMode,
+    /// Clients that get their own `client` and `profile` label values in the metrics (the
+    /// first ones seen); requests of any other client are labelled `_other`.
+    #[arg(long, env = "PORTCULLIS_METRICS_MAX_CLIENTS", default_value_t = 100)]
+    pub metrics_max_clients: usize,
     #[command(flatten)]
     pub telemetry: portcullis_limiter::telemetry::TelemetrySettings,
     /// Start the built-in demo upstream and (re)apply the demo collection.
@@ -166,9 +170,16 @@ pub async fn run(
         Some(id) => id.clone(),
         None => node_id(data_dir)?,
     };
-    let audit = crate::audit::writer::start(store.clone(), data_dir, node_id, settings.audit_mode)
-        .await
-        .context("cannot start the audit trail")?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(settings.metrics_max_clients));
+    let audit = crate::audit::writer::start(
+        store.clone(),
+        data_dir,
+        node_id,
+        settings.audit_mode,
+        metrics,
+    )
+    .await
+    .context("cannot start the audit trail")?;
 
     // The demo gets a fresh token on every start: only its hash is stored, so an earlier
     // one cannot be shown again.

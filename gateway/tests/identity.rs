@@ -84,9 +84,12 @@ async fn refusal(r: reqwest::Response) -> (u16, String, String, Option<String>) 
         .map(|v| v.to_str().unwrap().to_owned());
     assert!(r.headers().contains_key("x-request-id"));
     let body: serde_json::Value = r.json().await.unwrap();
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a refusal: {status} {body}"));
     (
         status,
-        body["error"]["code"].as_str().unwrap().to_owned(),
+        code.to_owned(),
         body["error"]["message"].as_str().unwrap().to_owned(),
         challenge,
     )

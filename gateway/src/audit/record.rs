@@ -157,7 +157,10 @@ mod tests {
                 }
                 for required in schema["required"].as_array().into_iter().flatten() {
                     let key = required.as_str().unwrap();
-                    assert!(map.contains_key(key), "{at}.{key} is required by the schema");
+                    assert!(
+                        map.contains_key(key),
+                        "{at}.{key} is required by the schema"
+                    );
                 }
             }
             serde_json::Value::Array(items) => {

@@ -67,9 +67,10 @@ pub async fn start(
     data_dir: &Path,
     node: String,
     mode: AuditMode,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<Audit> {
     if mode == AuditMode::Off {
-        return Ok(Audit::off(node));
+        return Ok(Audit::off(node, metrics));
     }
     let journal_path = data_dir.join("audit-journal.ndjson");
     let (mut seq, mut prev) = match store.audit_head(&node).await? {
@@ -125,6 +126,7 @@ pub async fn start(
             node,
             mode,
             stats,
+            metrics,
         }),
     })
 }
