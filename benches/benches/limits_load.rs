@@ -1,7 +1,8 @@
-//! What limiting costs the gateway end to end: closed-loop load through a `portcullis`
-//! process (release build) to a tiny upstream, with no quota policy (the reference), with the
-//! in-process limiter, and with a remote `portcullis-limiter` node on Redis. Same run, same
-//! connection count; figures as ratios to the reference.
+//! What recording and limiting cost the gateway end to end: closed-loop load through a
+//! `portcullis` process (release build) to a tiny upstream — with no quota policy and request
+//! recording off (the reference), with recording (the default), with the in-process limiter,
+//! and with a remote `portcullis-limiter` node on Redis. Same run, same connection count;
+//! figures as ratios to the reference.
 //!
 //! Needs the release binaries and Redis:
 //!
@@ -46,6 +47,7 @@ fn main() {
 
     let mut rows = Vec::new();
     for mode in [
+        "no policy, recording off",
         "no policy",
         "in-process limiter",
         "remote limiter (gRPC + Redis)",
@@ -55,9 +57,9 @@ fn main() {
             eprintln!("skipping '{mode}': PORTCULLIS_TEST_REDIS_URL is not set");
             continue;
         }
-        let run = dir.path().join(mode.replace(' ', "-"));
+        let run = dir.path().join(mode.replace([' ', ','], "-"));
         std::fs::create_dir_all(&run).unwrap();
-        let policy = if mode == "no policy" {
+        let policy = if mode.starts_with("no policy") {
             ""
         } else {
             "    quota_policy: bench\n"
@@ -97,6 +99,9 @@ fn main() {
 
         let mut children = Vec::new();
         let mut args: Vec<String> = vec!["--quota-seed".into(), seed.to_str().unwrap().into()];
+        if mode.ends_with("recording off") {
+            args.extend(["--audit-mode".into(), "off".into()]);
+        }
         if let Some(redis) = redis.filter(|_| mode.starts_with("remote")) {
             let (secret, entry) =
                 portcullis_limiter::auth::issue("load", portcullis_limiter::auth::Role::Check);
@@ -154,7 +159,7 @@ fn main() {
 
     let reference = rows.first().map(|(_, s)| s.rate()).unwrap_or(1.0);
     println!(
-        "\n{connections} connections, {seconds} s each, closed loop\n\n| configuration | requests/s | vs no policy | p50 | p99 | errors |\n|---|---:|---:|---:|---:|---:|"
+        "\n{connections} connections, {seconds} s each, closed loop; every configuration but the first records every request\n\n| configuration | requests/s | vs the first | p50 | p99 | errors |\n|---|---:|---:|---:|---:|---:|"
     );
     for (mode, s) in &rows {
         println!(

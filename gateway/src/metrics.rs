@@ -75,8 +75,8 @@ impl Metrics {
             requests.clone(),
         );
         let latency: Histograms = Family::new_with_constructor(|| {
-            // 50 µs to about 1.6 s.
-            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+            // 50 µs to about 52 s (beyond the default 30 s upstream timeout).
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 21))
         });
         registry.register(
             "portcullis_request_duration_seconds",

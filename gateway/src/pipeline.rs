@@ -101,6 +101,8 @@ where
     let _ = span.set_parent(parent);
     // Read before the span starts: its name is settled only once the request is routed.
     let inbound_trace = inbound_trace_id(req.headers());
+    // A record emitted early (the client left) carries at least the caller's trace.
+    draft.record.trace_id = inbound_trace.clone();
     let outcome = run(gw, peer, &request_id, req, &mut draft)
         .instrument(span.clone())
         .await;
