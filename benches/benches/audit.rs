@@ -20,7 +20,7 @@ fn batch(node: &str, start: u64, prev: &mut String) -> Vec<AuditRow> {
                 r#"{{"schema":1,"request_id":"r-{seq}","timestamp":"2026-11-22T23:00:00.000000Z","node":"{node}","channel":"rest","who":{{"client":"acme","profile":"acme-sbx","environment":"sandbox","partner":"acme","credential":"acme-sbx-1","source_ip":"192.0.2.1","user_agent":"bench"}},"what":{{"method":"GET","path":"/orders/items/{seq}","collection":"orders","collection_version":"1","operation":"get","path_template":"/orders/items/{{id}}"}},"outcome":"allowed","status":200,"upstream_status":200,"latency_us":{{"total":900,"gateway":120,"limiter":30,"upstream":750}},"bytes_in":0,"bytes_out":64,"completed":true}}"#
             );
             let hash = link(prev, &body);
-            let row = AuditRow {
+            AuditRow {
                 node: node.to_owned(),
                 seq,
                 recorded_at: "2026-11-22T23:00:00.000000Z".into(),
@@ -36,8 +36,7 @@ fn batch(node: &str, start: u64, prev: &mut String) -> Vec<AuditRow> {
                 body,
                 prev_hash: std::mem::replace(prev, hash.clone()),
                 hash,
-            };
-            row
+            }
         })
         .collect()
 }
