@@ -306,9 +306,10 @@ fn ceil_secs(d: Duration) -> u64 {
 
 /// Limiter nodes over gRPC: one HTTP/2 connection per node, shared by every concurrent check;
 /// checks go round-robin; a node that failed is left out for a second (unless all have).
-/// One deadline covers a check's attempts: a node that refuses at once (down, restarting)
-/// passes the check to the next; a node that does not answer in time ends it, so a check the
-/// slow node may still count is not counted again elsewhere.
+/// One deadline covers a check's attempts. A node that cannot be connected to (down,
+/// restarting) passes the check to the next; any other failure — no answer in time, a
+/// connection lost mid-call, the node's own Redis trouble — ends the check with the policy's
+/// failure mode, because the node may already have counted it and another would count it again.
 struct Remote {
     nodes: Vec<Node>,
     next: AtomicUsize,
@@ -501,7 +502,16 @@ impl Remote {
                         status.message()
                     )));
                 }
-                // The node is down, overloaded, too slow or broken: try the next.
+                // The node could not be reached: the check never arrived, so the next node may
+                // take it without counting it twice.
+                _ if never_reached(&status) => {
+                    node.down_until
+                        .store(now_ms() + SKIP_FAILED.as_millis() as i64, Ordering::Relaxed);
+                    last = format!("limiter {}: {}", node.url, status.message());
+                    tracing::debug!(reason = %last, "limiter unreachable; trying the next node");
+                }
+                // Anything else may have happened after the node counted the check: asking
+                // another node could count it twice. The policy's failure mode decides.
                 tonic::Code::Ok
                 | tonic::Code::Cancelled
                 | tonic::Code::Unknown
@@ -515,15 +525,44 @@ impl Remote {
                 | tonic::Code::Internal
                 | tonic::Code::Unavailable
                 | tonic::Code::DataLoss => {
-                    node.down_until
-                        .store(now_ms() + SKIP_FAILED.as_millis() as i64, Ordering::Relaxed);
-                    last = format!("limiter {}: {}", node.url, status.message());
-                    tracing::debug!(reason = %last, code = ?status.code(), "limiter attempt failed; trying the next node");
+                    if status.code() != tonic::Code::Unavailable {
+                        node.down_until
+                            .store(now_ms() + SKIP_FAILED.as_millis() as i64, Ordering::Relaxed);
+                    }
+                    return Err(Failure::Unavailable(format!(
+                        "limiter {}: {}",
+                        node.url,
+                        status.message()
+                    )));
                 }
             }
         }
         Err(Failure::Unavailable(last))
     }
+}
+
+/// Whether a failed call never reached the node (no connection could be made), as opposed to
+/// failing after the node may have acted on it.
+fn never_reached(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            )
+        {
+            return true;
+        }
+        if e.to_string().contains("tcp connect error") {
+            return true;
+        }
+        source = e.source();
+    }
+    status.message().contains("tcp connect error")
 }
 
 fn now_ms() -> i64 {
