@@ -111,6 +111,7 @@ fn main() {
             let n: u64 = rand::random();
             let mut cmd = Command::new(release.join("portcullis-limiter"));
             cmd.args(["serve", "--listen", "127.0.0.1:0", "--redis", &redis])
+                .args(["--metrics-listen", "127.0.0.1:0"])
                 .args(["--redis-prefix", &format!("pcload-{n:016x}")])
                 .arg("--tokens")
                 .arg(&tokens)

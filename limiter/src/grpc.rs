@@ -100,7 +100,16 @@ impl pb::check_service_server::CheckService for CheckService {
         let _ = span.set_parent(crate::telemetry::extract(
             &request.metadata().clone().into_headers(),
         ));
-        self.decide(request.into_inner()).instrument(span).await
+        let started = std::time::Instant::now();
+        let answer = self.decide(request.into_inner()).instrument(span).await;
+        let result = match &answer {
+            Ok(r) if r.get_ref().allowed => "allowed",
+            Ok(_) => "refused",
+            Err(s) if s.code() == tonic::Code::Unavailable => "unavailable",
+            Err(_) => "invalid",
+        };
+        crate::metrics::METRICS.check(result, started.elapsed().as_secs_f64());
+        answer
     }
 
     async fn get_policies(

@@ -15,6 +15,7 @@ pub mod definitions;
 pub mod engine;
 pub mod grpc;
 pub mod manage;
+pub mod metrics;
 pub mod node;
 pub mod policy;
 mod redis_pool;

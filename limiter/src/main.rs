@@ -78,6 +78,9 @@ struct ServeArgs {
     /// How often to pick up other nodes' changes and check the store.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
+    /// Address for Prometheus metrics (`/metrics`, plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    metrics_listen: SocketAddr,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -187,9 +190,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, redis = args.redis.is_some(), "limiter listening");
-    // Tests and scripts read the bound address from here.
+    let metrics = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_listen))?;
+    let metrics_addr = metrics.local_addr().map_err(|e| e.to_string())?;
+    let metrics = tokio::spawn(portcullis_limiter::metrics::serve(metrics));
+    // Tests and scripts read the bound addresses from here.
+    println!("metrics on http://{metrics_addr}/metrics");
     println!("listening on {addr}");
-    node::serve(
+    let served = node::serve(
         listener,
         quotas,
         tokens,
@@ -197,7 +206,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         shutdown_signal(),
     )
     .await
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string());
+    metrics.abort();
+    served
 }
 
 async fn shutdown_signal() {

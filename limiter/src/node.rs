@@ -90,6 +90,18 @@ pub async fn maintain(
         tick.tick().await;
         let reachable = match quotas.refresh().await {
             Ok(changed) => {
+                crate::metrics::METRICS
+                    .catalogue_version
+                    .set(i64::try_from(quotas.engine.catalog().version).unwrap_or(i64::MAX));
+                Ok(changed)
+            }
+            Err(e) => Err(e),
+        };
+        crate::metrics::METRICS
+            .store_up
+            .set(i64::from(reachable.is_ok()));
+        let reachable = match reachable {
+            Ok(changed) => {
                 if changed {
                     tracing::info!(
                         version = quotas.engine.catalog().version,

@@ -115,6 +115,14 @@ async fn checks_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
+    // Metrics count the checks by result.
+    let metrics = reqwest_get(&node.metrics).await;
+    for (result, n) in [("allowed", 3), ("refused", 1), ("invalid", 6)] {
+        let line = format!("portcullis_limiter_checks_total{{result=\"{result}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    assert!(metrics.contains("portcullis_limiter_store_up 1"));
+
     // gRPC health answers without a token.
     let mut health = tonic_health::pb::health_client::HealthClient::new(node.channel.clone());
     let serving = health
@@ -128,6 +136,19 @@ async fn checks_over_grpc() {
         serving.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+}
+
+/// GET over plain HTTP/1.1 (the metrics endpoint), without an HTTP client library.
+async fn reqwest_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!("GET /{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
 }
 
 fn gold() -> pb::Policy {

@@ -130,6 +130,7 @@ impl Limiter {
     pub fn start(tokens: &Tokens, redis: &str, prefix: &str, seed: &Path, extra: &[&str]) -> Self {
         let mut cmd = Command::new(bin("portcullis-limiter"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--redis", redis])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--redis-prefix", prefix, "--poll-interval", "200ms"])
             .arg("--tokens")
             .arg(&tokens.file)

@@ -58,6 +58,8 @@ pub struct Node {
     pub child: Child,
     pub addr: std::net::SocketAddr,
     pub channel: Channel,
+    /// The node's `/metrics` URL.
+    pub metrics: String,
 }
 
 /// Starts a node with `args` (besides `--listen` and `--tokens`).
@@ -65,6 +67,7 @@ pub async fn start(tokens: &Tokens, args: &[&str]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis-limiter"))
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--poll-interval", "100ms"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--tokens")
         .arg(&tokens.file)
         .args(args)
@@ -75,8 +78,12 @@ pub async fn start(tokens: &Tokens, args: &[&str]) -> Node {
         .expect("the limiter binary starts");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    let mut metrics = String::new();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("metrics on ") {
+                metrics = url.to_owned();
+            }
             if let Some(addr) = line.strip_prefix("listening on ") {
                 return addr.parse().unwrap();
             }
@@ -94,6 +101,7 @@ pub async fn start(tokens: &Tokens, args: &[&str]) -> Node {
         child,
         addr,
         channel,
+        metrics,
     }
 }
 
