@@ -7,6 +7,7 @@
 //! written to the database in batches, off the request path; when the database is slow or down
 //! the journal is the spool, and it drains when the database returns.
 
+mod capture;
 pub mod record;
 pub mod writer;
 
@@ -143,6 +144,7 @@ impl Audit {
             limiter: Duration::ZERO,
             upstream_started: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
+            capture: None,
             record: RequestRecord {
                 schema: record::SCHEMA_VERSION,
                 request_id: request_id.to_owned(),
@@ -184,12 +186,17 @@ impl Audit {
             None => r.outcome = Outcome::Allowed,
         }
         let (parts, body) = response.into_parts();
+        let keep = draft
+            .capture
+            .as_ref()
+            .map(|(settings, _)| settings.max_bytes);
         let body = Recorded {
             inner: body,
             draft: Some(Box::new(draft)),
             audit: self.clone(),
             bytes_out: 0,
             failed: false,
+            kept: keep.map(Vec::with_capacity),
         };
         Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
     }
@@ -218,6 +225,8 @@ pub struct Draft {
     pub upstream_started: Option<Instant>,
     /// Request body bytes read (counted as they stream).
     pub bytes_in: Arc<AtomicU64>,
+    /// Body capture, when the operation asks for it: its settings and the request body kept.
+    capture: Option<(crate::model::BodyCapture, Arc<std::sync::Mutex<Vec<u8>>>)>,
     pub record: RequestRecord,
 }
 
@@ -256,19 +265,30 @@ impl Draft {
         }
     }
 
-    /// Counts the request body's bytes as it streams.
+    /// Keeps the request and response bodies in the record, as `capture` says.
+    pub fn capture(&mut self, capture: &crate::model::BodyCapture) {
+        self.capture = Some((capture.clone(), Arc::default()));
+    }
+
+    /// Counts the request body's bytes as it streams (and keeps the first of them when bodies
+    /// are captured).
     pub fn count_inbound(&self, body: Body) -> Body {
         http_body_util::BodyExt::boxed(Counted {
             inner: body,
             bytes: self.bytes_in.clone(),
+            keep: self
+                .capture
+                .as_ref()
+                .map(|(settings, kept)| (settings.max_bytes, kept.clone())),
         })
     }
 }
 
-/// A body that adds its data's length to a counter.
+/// A body that adds its data's length to a counter, and keeps its first bytes if asked.
 struct Counted {
     inner: Body,
     bytes: Arc<AtomicU64>,
+    keep: Option<(usize, Arc<std::sync::Mutex<Vec<u8>>>)>,
 }
 
 impl http_body::Body for Counted {
@@ -284,6 +304,11 @@ impl http_body::Body for Counted {
             && let Some(data) = frame.data_ref()
         {
             self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            if let Some((max, kept)) = &self.keep {
+                let mut kept = kept.lock().expect("the capture lock is never poisoned");
+                let room = max.saturating_sub(kept.len());
+                kept.extend_from_slice(&data[..room.min(data.len())]);
+            }
         }
         polled
     }
@@ -304,6 +329,8 @@ struct Recorded {
     audit: Audit,
     bytes_out: u64,
     failed: bool,
+    /// The first bytes of the response, when bodies are captured.
+    kept: Option<Vec<u8>>,
 }
 
 impl Recorded {
@@ -314,6 +341,12 @@ impl Recorded {
         let mut record = std::mem::take(&mut draft.record);
         record.latency_us = draft.latency();
         record.bytes_in = draft.bytes_in.load(Ordering::Relaxed);
+        if let Some((settings, kept)) = &draft.capture {
+            let request = kept.lock().expect("the capture lock is never poisoned");
+            record.request_body = capture::render(&request, record.bytes_in, settings);
+            let response = self.kept.take().unwrap_or_default();
+            record.response_body = capture::render(&response, self.bytes_out, settings);
+        }
         record.bytes_out = self.bytes_out;
         record.completed = completed;
         if !completed {
@@ -345,6 +378,15 @@ impl http_body::Body for Recorded {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes_out += data.len() as u64;
+                    let max = self
+                        .draft
+                        .as_ref()
+                        .and_then(|d| d.capture.as_ref())
+                        .map(|c| c.0.max_bytes);
+                    if let (Some(kept), Some(max)) = (self.kept.as_mut(), max) {
+                        let room = max.saturating_sub(kept.len());
+                        kept.extend_from_slice(&data[..room.min(data.len())]);
+                    }
                 }
                 if self.inner.is_end_stream() {
                     self.emit(true);

@@ -217,7 +217,30 @@ pub struct Operation {
     /// Exposure to agents through the Gateway MCP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<McpExposure>,
+    /// Keep the request and response bodies in this operation's request records (off by
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_body: Option<BodyCapture>,
 }
+
+/// Body capture for request records: at most `max_bytes` of each body, JSON fields named in
+/// `redact` (at any depth, case-insensitive) replaced. A body that is not complete JSON is
+/// kept only when nothing is to be redacted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyCapture {
+    #[serde(default = "default_capture_bytes")]
+    pub max_bytes: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
+}
+
+fn default_capture_bytes() -> usize {
+    4096
+}
+
+/// The largest body capture allowed.
+pub const MAX_CAPTURE_BYTES: usize = 64 * 1024;
 
 /// A typed request parameter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

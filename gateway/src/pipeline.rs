@@ -204,6 +204,10 @@ where
             .update_name(format!("{} {template}", req.method()));
     }
 
+    if let Some(capture) = &operation.capture_body {
+        draft.capture(capture);
+    }
+
     // 4. Authenticate: who is calling. Nothing about the caller is trusted before this.
     let now = OffsetDateTime::now_utc();
     let certificate = client_certificate(gw, &peer, req.headers());

@@ -117,6 +117,8 @@ pub struct CompiledOperation {
     pub methods: Vec<Method>,
     pub template: PathTemplate,
     pub target: PathTemplate,
+    /// Bodies kept in request records, if the operation asks for it.
+    pub capture_body: Option<crate::model::BodyCapture>,
 }
 
 /// A stored configuration that cannot be compiled (it bypassed validation).
@@ -178,6 +180,7 @@ impl Snapshot {
                     methods,
                     template,
                     target,
+                    capture_body: op.capture_body.clone(),
                 });
             }
             router

@@ -19,7 +19,7 @@ collections:
     upstreams: {{ sandbox: "{up}/sbx" }}
     operations:
       - {{ id: get, methods: [GET], path: "/items/{{id}}" }}
-      - {{ id: create, methods: [POST], path: /items }}
+      - {{ id: create, methods: [POST], path: /items, capture_body: {{ max_bytes: 512, redact: [password] }} }}
       - {{ id: admin, methods: [DELETE], path: "/items/{{id}}", scopes: [orders:admin] }}
       - {{ id: download, methods: [GET], path: "/download/{{n}}" }}
       - {{ id: slow, methods: [GET], path: "/slow/{{ms}}" }}
@@ -94,7 +94,8 @@ async fn one_record_per_request_whatever_the_outcome() {
         ),
         (
             "allowed-with-body",
-            send(Method::POST, "/orders/items", Some(&reader)).body("0123456789"),
+            send(Method::POST, "/orders/items", Some(&reader))
+                .body(r#"{"item":"book","password":"hunter2"}"#),
             200,
         ),
         (
@@ -231,7 +232,21 @@ async fn one_record_per_request_whatever_the_outcome() {
         "the query is never recorded"
     );
     let post = by_id(&all, &sent[1].1);
-    assert_eq!(post["bytes_in"], 10);
+    assert_eq!(post["bytes_in"], 36);
+    // Bodies are kept only where the operation asks, and redacted as it says.
+    let kept = post["request_body"].as_str().unwrap();
+    assert!(
+        kept.contains("\"item\":\"book\"") && kept.contains("[redacted]"),
+        "{kept}"
+    );
+    assert!(!kept.contains("hunter2"));
+    assert!(
+        post["response_body"]
+            .as_str()
+            .unwrap()
+            .contains("\"method\":\"POST\"")
+    );
+    assert!(get.get("request_body").is_none() && get.get("response_body").is_none());
     let scope = by_id(&all, &sent[6].1);
     assert_eq!(
         scope["who"]["client"], "reader",
@@ -260,6 +275,7 @@ async fn one_record_per_request_whatever_the_outcome() {
         node.token.as_deref().unwrap(),
         "pcl_forged",
         "secret-query",
+        "hunter2",
     ] {
         assert!(!text.contains(secret), "a record contains {secret}");
     }

@@ -43,6 +43,12 @@ pub struct RequestRecord {
     /// Every limit consulted, with what remained after this request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<LimitUse>,
+    /// The request body, when the operation captures bodies (capped, redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<String>,
+    /// The response body, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
 }
 
 /// Who called. Never a secret: the credential's id, not the credential.
@@ -222,6 +228,8 @@ mod tests {
                 allowed: false,
                 remaining: 0,
             }],
+            request_body: some("{}"),
+            response_body: some("{}"),
         };
         conforms(&serde_json::to_value(&record).unwrap(), &schema, "record");
         assert_eq!(schema["properties"]["schema"]["const"], SCHEMA_VERSION);

@@ -411,6 +411,17 @@ impl Validator {
         for (k, scope) in op.scopes.iter().enumerate() {
             self.scope(&format!("{at}.scopes[{k}]"), scope);
         }
+        if let Some(capture) = &op.capture_body
+            && !(1..=crate::model::MAX_CAPTURE_BYTES).contains(&capture.max_bytes)
+        {
+            self.fail(
+                format!("{at}.capture_body.max_bytes"),
+                format!(
+                    "must be between 1 and {} bytes",
+                    crate::model::MAX_CAPTURE_BYTES
+                ),
+            );
+        }
         if let Some(name) = op.mcp.as_ref().and_then(|m| m.tool_name.as_deref()) {
             let ok = (1..=128).contains(&name.len())
                 && name
