@@ -206,6 +206,31 @@ pub fn cli(store: &str, secret: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Applies `config` (YAML) to `store` and issues an API token for `client`'s `profile`.
+pub fn configure(store: &str, secret: &str, config: &str, client: &str, profile: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, config).unwrap();
+    cli(store, secret, &["apply", "-f", file.to_str().unwrap()]);
+    let issued = cli(
+        store,
+        secret,
+        &[
+            "credential",
+            "issue",
+            "--client",
+            client,
+            "--profile",
+            profile,
+        ],
+    );
+    issued
+        .lines()
+        .find(|l| l.starts_with("pcl_"))
+        .expect("a token is printed")
+        .to_owned()
+}
+
 /// A fresh PostgreSQL database, dropped by [`Database::drop_db`].
 pub struct Database {
     pub url: String,

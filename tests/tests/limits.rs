@@ -33,10 +33,10 @@ async fn limits_are_exact_across_gateways_and_limiters() {
 
     let (up, _) = upstream().await;
     let secret = "cluster-test-token-secret-0123456789abcdef";
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    let token = configure(
+        &db.url,
+        secret,
+        &format!(
             "collections:
   - id: capped
     base_path: /capped
@@ -57,26 +57,9 @@ clients:
       - {{ id: acme-sbx, environment: sandbox, collections: [capped, open] }}
 "
         ),
-    )
-    .unwrap();
-    cli(&db.url, secret, &["apply", "-f", config.to_str().unwrap()]);
-    let issued = cli(
-        &db.url,
-        secret,
-        &[
-            "credential",
-            "issue",
-            "--client",
-            "acme",
-            "--profile",
-            "acme-sbx",
-        ],
+        "acme",
+        "acme-sbx",
     );
-    let token = issued
-        .lines()
-        .find(|l| l.starts_with("pcl_"))
-        .expect("a token is printed")
-        .to_owned();
 
     let limiters = format!("{},{}", limiter_a.url, limiter_b.url);
     let check = tokens.check_file.to_str().unwrap();

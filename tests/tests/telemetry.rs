@@ -138,32 +138,15 @@ async fn one_trace_crosses_gateway_limiter_and_upstream() {
     );
     let (up, heads) = upstream().await;
     let secret = "telemetry-test-token-secret-0123456789abcdef";
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "collections:\n  - id: traced\n    base_path: /traced\n    quota_policy: cap\n    upstreams: {{ sandbox: \"http://{up}\" }}\n    operations:\n      - {{ id: get, methods: [GET], path: \"/items/{{id}}\" }}\nclients:\n  - id: acme\n    partner: acme\n    profiles:\n      - {{ id: acme-sbx, environment: sandbox, collections: [traced] }}\n"
-        ),
-    )
-    .unwrap();
-    cli(&db.url, secret, &["apply", "-f", config.to_str().unwrap()]);
-    let issued = cli(
+    let token = configure(
         &db.url,
         secret,
-        &[
-            "credential",
-            "issue",
-            "--client",
-            "acme",
-            "--profile",
-            "acme-sbx",
-        ],
+        &format!(
+            "collections:\n  - id: traced\n    base_path: /traced\n    quota_policy: cap\n    upstreams: {{ sandbox: \"http://{up}\" }}\n    operations:\n      - {{ id: get, methods: [GET], path: \"/items/{{id}}\" }}\nclients:\n  - id: acme\n    partner: acme\n    profiles:\n      - {{ id: acme-sbx, environment: sandbox, collections: [traced] }}\n"
+        ),
+        "acme",
+        "acme-sbx",
     );
-    let token = issued
-        .lines()
-        .find(|l| l.starts_with("pcl_"))
-        .unwrap()
-        .to_owned();
     let gateway = Gateway::start(
         &db.url,
         secret,
