@@ -102,6 +102,7 @@ pub async fn start(
     tokio::spawn(journal_task(
         rx,
         db_tx,
+        node.clone(),
         JournalState {
             file,
             path: journal_path.clone(),
@@ -115,7 +116,7 @@ pub async fn start(
         store,
         node.clone(),
         db_rx,
-        replay.into(),
+        replay.into_iter().map(|e| row(&node, e)).collect(),
         journal_path,
         stats.clone(),
         committed,
@@ -140,13 +141,14 @@ struct JournalState {
 
 /// What the database task receives.
 enum ToDatabase {
-    Entries(Vec<Entry>),
+    Rows(Vec<AuditRow>),
     Flush(Duration, oneshot::Sender<()>),
 }
 
 async fn journal_task(
     mut rx: mpsc::UnboundedReceiver<Message>,
     db: mpsc::UnboundedSender<ToDatabase>,
+    node: String,
     mut state: JournalState,
     stats: Arc<Stats>,
     committed: Arc<AtomicU64>,
@@ -171,7 +173,7 @@ async fn journal_task(
                     text.push_str(&serde_json::to_string(&entry).expect("an entry serializes"));
                     text.push('\n');
                     export(&entry);
-                    entries.push(entry);
+                    entries.push(row_of(&node, entry, &record));
                 }
                 Message::Flush(deadline, done) => flushes.push((deadline, done)),
             }
@@ -186,7 +188,7 @@ async fn journal_task(
             let n = entries.len() as u64;
             stats.queued.fetch_sub(n, Ordering::Relaxed);
             stats.spooled.fetch_add(n, Ordering::Relaxed);
-            let _ = db.send(ToDatabase::Entries(entries));
+            let _ = db.send(ToDatabase::Rows(entries));
         }
         for (deadline, done) in flushes {
             let _ = db.send(ToDatabase::Flush(deadline, done));
@@ -205,7 +207,7 @@ async fn database_task(
     store: Store,
     node: String,
     mut rx: mpsc::UnboundedReceiver<ToDatabase>,
-    mut pending: VecDeque<Entry>,
+    mut pending: VecDeque<AuditRow>,
     journal: PathBuf,
     stats: Arc<Stats>,
     committed: Arc<AtomicU64>,
@@ -240,7 +242,11 @@ async fn database_task(
             match read_journal(&journal, committed.load(Ordering::Relaxed)) {
                 Ok(entries) => {
                     spilled = entries.len() > MAX_PENDING;
-                    pending = entries.into_iter().take(MAX_PENDING).collect();
+                    pending = entries
+                        .into_iter()
+                        .take(MAX_PENDING)
+                        .map(|e| row(&node, e))
+                        .collect();
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read the audit journal"),
             }
@@ -248,14 +254,19 @@ async fn database_task(
         if pending.is_empty() {
             continue;
         }
-        let batch: Vec<AuditRow> = pending.iter().take(BATCH).map(|e| row(&node, e)).collect();
-        let n = batch.len();
+        let n = pending.len().min(BATCH);
+        let batch: Vec<AuditRow> = pending.drain(..n).collect();
         let written =
             tokio::time::timeout(Duration::from_secs(5), store.insert_audit(&batch)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            // Back to the front of the queue, in order, for the next attempt.
+            for r in batch.iter().rev() {
+                pending.push_front(r.clone());
+            }
+        }
         match written {
             Ok(Ok(())) => {
-                let last = pending.get(n - 1).map_or(0, |e| e.seq);
-                pending.drain(..n);
+                let last = batch.last().map_or(0, |e| e.seq);
                 committed.store(last, Ordering::Relaxed);
                 stats.written.fetch_add(n as u64, Ordering::Relaxed);
                 stats.spooled.fetch_sub(n as u64, Ordering::Relaxed);
@@ -292,19 +303,19 @@ async fn database_task(
 /// is not taken twice; while spilled, entries are read from the journal instead).
 fn receive(
     message: ToDatabase,
-    pending: &mut VecDeque<Entry>,
+    pending: &mut VecDeque<AuditRow>,
     spilled: bool,
     committed: &AtomicU64,
     flushes: &mut Vec<(tokio::time::Instant, oneshot::Sender<()>)>,
 ) {
     match message {
-        ToDatabase::Entries(entries) if !spilled => {
+        ToDatabase::Rows(entries) if !spilled => {
             let last = pending
                 .back()
                 .map_or_else(|| committed.load(Ordering::Relaxed), |e| e.seq);
             pending.extend(entries.into_iter().filter(|e| e.seq > last));
         }
-        ToDatabase::Entries(_) => {}
+        ToDatabase::Rows(_) => {}
         ToDatabase::Flush(deadline, done) => {
             flushes.push((tokio::time::Instant::now() + deadline, done));
         }
@@ -341,25 +352,30 @@ fn export(entry: &Entry) {
     );
 }
 
-/// The indexed columns and body of an entry.
-fn row(node: &str, e: &Entry) -> AuditRow {
+/// The row of a journaled entry, its columns read back from its body (replay).
+fn row(node: &str, e: Entry) -> AuditRow {
     let r: RequestRecord = serde_json::from_str(&e.body).unwrap_or_default();
+    row_of(node, e, &r)
+}
+
+/// The row of an entry whose record is at hand: the indexed columns and the exact body.
+fn row_of(node: &str, e: Entry, r: &RequestRecord) -> AuditRow {
     AuditRow {
         node: node.to_owned(),
         seq: e.seq,
-        recorded_at: r.timestamp,
-        channel: r.channel,
+        recorded_at: r.timestamp.clone(),
+        channel: r.channel.clone(),
         outcome: r.outcome.as_str().to_owned(),
-        reason: r.reason,
+        reason: r.reason.clone(),
         status: r.status,
-        client: r.who.client,
-        profile: r.who.profile,
-        partner: r.who.partner,
-        collection: r.what.collection,
-        operation: r.what.operation,
-        body: e.body.clone(),
-        prev_hash: e.prev.clone(),
-        hash: e.hash.clone(),
+        client: r.who.client.clone(),
+        profile: r.who.profile.clone(),
+        partner: r.who.partner.clone(),
+        collection: r.what.collection.clone(),
+        operation: r.what.operation.clone(),
+        body: e.body,
+        prev_hash: e.prev,
+        hash: e.hash,
     }
 }
 
