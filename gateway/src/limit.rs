@@ -324,6 +324,14 @@ struct Node {
     down_until: AtomicI64,
 }
 
+impl Node {
+    /// Leaves the node out of the rotation for a while.
+    fn mark_down(&self) {
+        let until = now_ms() + i64::try_from(SKIP_FAILED.as_millis()).unwrap_or(i64::MAX);
+        self.down_until.store(until, Ordering::Relaxed);
+    }
+}
+
 /// How long a node that failed is left out.
 const SKIP_FAILED: Duration = Duration::from_secs(1);
 
@@ -480,8 +488,7 @@ impl Remote {
                 }
                 Ok(Err(status)) => status,
                 Err(_) => {
-                    node.down_until
-                        .store(now_ms() + SKIP_FAILED.as_millis() as i64, Ordering::Relaxed);
+                    node.mark_down();
                     return Err(Failure::Unavailable(format!(
                         "limiter {}: no answer within {:?}",
                         node.url, self.timeout
@@ -505,8 +512,7 @@ impl Remote {
                 // The node could not be reached: the check never arrived, so the next node may
                 // take it without counting it twice.
                 _ if never_reached(&status) => {
-                    node.down_until
-                        .store(now_ms() + SKIP_FAILED.as_millis() as i64, Ordering::Relaxed);
+                    node.mark_down();
                     last = format!("limiter {}: {}", node.url, status.message());
                     tracing::debug!(reason = %last, "limiter unreachable; trying the next node");
                 }
@@ -526,8 +532,7 @@ impl Remote {
                 | tonic::Code::Unavailable
                 | tonic::Code::DataLoss => {
                     if status.code() != tonic::Code::Unavailable {
-                        node.down_until
-                            .store(now_ms() + SKIP_FAILED.as_millis() as i64, Ordering::Relaxed);
+                        node.mark_down();
                     }
                     return Err(Failure::Unavailable(format!(
                         "limiter {}: {}",

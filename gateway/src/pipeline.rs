@@ -155,10 +155,8 @@ where
     let snapshot = gw.snapshot.current();
 
     // Behind trusted proxies the caller is the address they forwarded for.
-    draft.record.who.source_ip = gw
-        .forwarder
-        .source_address(req.headers(), &peer)
-        .to_string();
+    let source = gw.forwarder.source_address(req.headers(), &peer);
+    draft.record.who.source_ip = source.to_string();
 
     // 1. Bound the request head before looking at it closely.
     check_head_size(&req, gw.settings.max_header_bytes)?;
@@ -231,7 +229,6 @@ where
     }
 
     // 5. Authorize: may this caller call this operation, from here, now.
-    let source = gw.forwarder.source_address(req.headers(), &peer);
     authz::authorize(&caller, collection, operation, source, now)?;
 
     // 6. The caller's environment chooses the upstream (authorization checked it is offered).

@@ -116,11 +116,8 @@ impl pb::check_service_server::CheckService for CheckService {
         &self,
         _: Request<pb::GetPoliciesRequest>,
     ) -> Result<Response<pb::GetPoliciesResponse>, Status> {
-        let catalog = self.engine.catalog();
-        Ok(Response::new(pb::GetPoliciesResponse {
-            policies: catalog.policies.values().map(policy_to_pb).collect(),
-            version: catalog.version,
-        }))
+        let (policies, version) = policies(&self.engine);
+        Ok(Response::new(pb::GetPoliciesResponse { policies, version }))
     }
 }
 
@@ -202,10 +199,10 @@ impl pb::quota_service_server::QuotaService for QuotaService {
         &self,
         _: Request<pb::ListPoliciesRequest>,
     ) -> Reply<pb::ListPoliciesResponse> {
-        let catalog = self.quotas.engine.catalog();
+        let (policies, version) = policies(&self.quotas.engine);
         Ok(Response::new(pb::ListPoliciesResponse {
-            policies: catalog.policies.values().map(policy_to_pb).collect(),
-            version: catalog.version,
+            policies,
+            version,
         }))
     }
 
@@ -321,6 +318,13 @@ impl QuotaService {
             .map_err(manage_status)?;
         Ok(change_response(change))
     }
+}
+
+/// Every policy in force, sorted by name, and the catalogue version.
+fn policies(engine: &Engine) -> (Vec<pb::Policy>, u64) {
+    let catalog = engine.catalog();
+    let policies = catalog.policies.values().map(policy_to_pb).collect();
+    (policies, catalog.version)
 }
 
 fn actor<T>(request: &Request<T>) -> Result<Actor, Status> {

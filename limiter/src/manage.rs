@@ -80,12 +80,7 @@ impl Quotas {
             return Ok(false);
         }
         if stored == 0 {
-            if self.definitions.restore(&current).await? {
-                tracing::error!(
-                    version = current.version,
-                    "the store had lost the quota definitions; restored them from this node (earlier change records are lost: give Redis persistence)"
-                );
-            }
+            self.restore_lost(&current).await?;
             return Ok(false);
         }
         // (Read again: a change this node made meanwhile is not a store going back.)
@@ -99,6 +94,19 @@ impl Quotas {
         }
         self.engine.install(self.definitions.load().await?);
         Ok(true)
+    }
+
+    /// Writes `in_force` back to a store that holds no catalogue at all (Redis restarted
+    /// without persistence). Returns whether it did.
+    async fn restore_lost(&self, in_force: &Catalog) -> Result<bool, Unavailable> {
+        let restored = self.definitions.restore(in_force).await?;
+        if restored {
+            tracing::error!(
+                version = in_force.version,
+                "the store had lost the quota definitions; restored them from this node (earlier change records are lost: give Redis persistence)"
+            );
+        }
+        Ok(restored)
     }
 
     /// Creates each policy that does not exist yet (existing ones are left as they are).
@@ -275,11 +283,7 @@ impl Quotas {
             let in_force = self.engine.catalog();
             if catalog.version < in_force.version {
                 // The store went back (Redis lost its data): never build a change on that.
-                if catalog.version == 0 && self.definitions.restore(&in_force).await? {
-                    tracing::error!(
-                        version = in_force.version,
-                        "the store had lost the quota definitions; restored them from this node"
-                    );
+                if catalog.version == 0 && self.restore_lost(&in_force).await? {
                     continue;
                 }
                 return Err(ManageError::Unavailable(Unavailable(format!(
