@@ -145,6 +145,8 @@ impl Audit {
             upstream_started: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
             capture: None,
+            status: None,
+            refusal: None,
             record: RequestRecord {
                 schema: record::SCHEMA_VERSION,
                 request_id: request_id.to_owned(),
@@ -165,19 +167,21 @@ impl Audit {
         }
     }
 
-    /// Completes the draft with the answer and arranges for the record to be emitted when the
+    /// Completes the draft with the answer (`status` is the one to record: the response's own,
+    /// or for an MCP tool call the operation's) and arranges for the record to be emitted when the
     /// response body ends (or is dropped).
     pub fn finish(
         &self,
         mut draft: Draft,
         code: Option<ErrorCode>,
+        status: u16,
         response: Response<Body>,
     ) -> Response<Body> {
         if draft.audit.take().is_none() {
             return response;
         }
         let r = &mut draft.record;
-        r.status = response.status().as_u16();
+        r.status = status;
         match code {
             Some(code) => {
                 r.outcome = Outcome::of(code);
@@ -227,6 +231,12 @@ pub struct Draft {
     pub bytes_in: Arc<AtomicU64>,
     /// Body capture, when the operation asks for it: its settings and the request body kept.
     capture: Option<(crate::model::BodyCapture, Arc<std::sync::Mutex<Vec<u8>>>)>,
+    /// The status to record when it is not the response's: an MCP tool call answers 200 with
+    /// the operation's outcome inside.
+    pub status: Option<u16>,
+    /// The refusal to record when the response does not carry it: a tool call's own (its
+    /// JSON-RPC answer is a 200).
+    pub refusal: Option<ErrorCode>,
     pub record: RequestRecord,
 }
 

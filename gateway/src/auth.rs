@@ -35,6 +35,9 @@ pub struct Caller<'s> {
     pub scopes: Cow<'s, [String]>,
     /// The token's subject (`sub`), for OIDC tokens.
     pub subject: Option<String>,
+    /// The token's audiences (`aud`), for OIDC access tokens: the Gateway MCP requires its own
+    /// resource among them (RFC 8707).
+    pub audiences: Option<Vec<String>>,
 }
 
 /// What authentication needs besides the snapshot.
@@ -74,7 +77,12 @@ pub async fn authenticate<'s>(
         (None, Some(cert)) => certificate(snapshot, cert)?,
         (None, None) => return Err(unauthenticated()),
     };
-    let (entry, scopes, subject) = established;
+    let Established {
+        entry,
+        scopes,
+        subject,
+        audiences,
+    } = established;
     if entry.expires_at.is_some_and(|t| t <= now) {
         return Err(invalid());
     }
@@ -110,6 +118,7 @@ pub async fn authenticate<'s>(
             ),
         },
         subject,
+        audiences,
     })
 }
 
@@ -140,12 +149,29 @@ fn certificate<'s>(
                 .map(|(_, entry)| entry)
         })
         .ok_or_else(invalid)?;
-    Ok((entry, None, None))
+    Ok(Established::only(entry))
 }
 
-/// What a credential established: whose it is, the token's own scopes (if it carries any
-/// notion of them), and its subject.
-type Established<'s> = (&'s TokenEntry, Option<Vec<String>>, Option<String>);
+/// What a credential established: whose it is, and for tokens that carry them, the token's
+/// own scopes, subject and audiences.
+struct Established<'s> {
+    entry: &'s TokenEntry,
+    scopes: Option<Vec<String>>,
+    subject: Option<String>,
+    audiences: Option<Vec<String>>,
+}
+
+impl<'s> Established<'s> {
+    /// A credential that says nothing beyond whose it is.
+    fn only(entry: &'s TokenEntry) -> Self {
+        Self {
+            entry,
+            scopes: None,
+            subject: None,
+            audiences: None,
+        }
+    }
+}
 
 fn api_token<'s>(
     snapshot: &'s Snapshot,
@@ -164,7 +190,7 @@ fn api_token<'s>(
         .filter(|(stored, _)| token::hashes_equal(stored, &hash))
         .map(|(_, entry)| entry)
         .ok_or_else(invalid)?;
-    Ok((entry, None, None))
+    Ok(Established::only(entry))
 }
 
 /// A JWT: an access token from a configured identity provider (chosen by its `iss`), or else
@@ -197,7 +223,7 @@ async fn jwt<'s>(
         &verifiers.assertion_audience,
     )
     .ok_or_else(invalid)?;
-    Ok((entry, None, None))
+    Ok(Established::only(entry))
 }
 
 async fn oidc_token<'s>(
@@ -241,7 +267,21 @@ async fn oidc_token<'s>(
             .collect(),
         _ => Vec::new(),
     };
-    Ok((&binding.entry, Some(scopes), claim("sub")))
+    let audiences = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Established {
+        entry: &binding.entry,
+        scopes: Some(scopes),
+        subject: claim("sub"),
+        audiences: Some(audiences),
+    })
 }
 
 /// The token in `Bearer <token>` (scheme case-insensitive, RFC 9110 §11.1).

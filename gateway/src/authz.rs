@@ -19,6 +19,13 @@ pub fn authorize(
     source: IpAddr,
     now: OffsetDateTime,
 ) -> Result<(), GatewayError> {
+    admit(caller, source, now)?;
+    grant(caller, collection, operation)
+}
+
+/// The caller's own standing, whatever it calls: client and profile active, profile not
+/// expired, source address allowed. The Gateway MCP checks this for every request.
+pub fn admit(caller: &Caller<'_>, source: IpAddr, now: OffsetDateTime) -> Result<(), GatewayError> {
     if !caller.client.active {
         return Err(GatewayError::new(
             ErrorCode::ClientInactive,
@@ -46,6 +53,18 @@ pub fn authorize(
             format!("requests from {source} are not allowed for this profile"),
         ));
     }
+    Ok(())
+}
+
+/// Whether the caller's profile may use this operation: the collection is granted to it and
+/// offered in its environment, and the caller holds the operation's scopes. The Gateway MCP
+/// lists exactly the tools that pass this.
+pub fn grant(
+    caller: &Caller<'_>,
+    collection: &CompiledCollection,
+    operation: &CompiledOperation,
+) -> Result<(), GatewayError> {
+    let profile = caller.profile;
     let offered_here = collection.upstreams.contains_key(&profile.environment);
     if !profile.collections.contains(&collection.id) || !offered_here {
         return Err(GatewayError::new(

@@ -60,3 +60,27 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
+
+/// Why a body could not be collected.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("the body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the body could not be read: {0}")]
+    Read(BoxError),
+}
+
+/// Reads a whole body into memory, refusing it once it passes `limit` bytes.
+pub async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, CollectError> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(CollectError::Read)?;
+        if let Some(data) = frame.data_ref() {
+            if out.len() + data.len() > limit {
+                return Err(CollectError::TooLarge { limit });
+            }
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(out.freeze())
+}

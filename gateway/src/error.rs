@@ -67,11 +67,19 @@ pub enum ErrorCode {
     /// The collection's upstream settings cannot be used on this node (e.g. a header refers to
     /// an environment variable that is not set).
     UpstreamMisconfigured,
+    /// A browser's `Origin` is not allowed to call the MCP endpoint (DNS-rebinding protection).
+    OriginNotAllowed,
+    /// The MCP session id is unknown, expired, or belongs to another profile.
+    SessionNotFound,
+    /// The client does not accept a JSON answer.
+    NotAcceptable,
+    /// The request body is not of a media type the endpoint takes (MCP: JSON).
+    UnsupportedMediaType,
 }
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadRequest,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -94,6 +102,10 @@ impl ErrorCode {
         ErrorCode::UpstreamError,
         ErrorCode::UpstreamCredentialUnavailable,
         ErrorCode::UpstreamMisconfigured,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::SessionNotFound,
+        ErrorCode::NotAcceptable,
+        ErrorCode::UnsupportedMediaType,
     ];
 
     /// The code as it appears in bodies, logs and records.
@@ -121,6 +133,10 @@ impl ErrorCode {
             ErrorCode::UpstreamError => "upstream_error",
             ErrorCode::UpstreamCredentialUnavailable => "upstream_credential_unavailable",
             ErrorCode::UpstreamMisconfigured => "upstream_misconfigured",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::SessionNotFound => "session_not_found",
+            ErrorCode::NotAcceptable => "not_acceptable",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -148,6 +164,10 @@ impl ErrorCode {
             ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamCredentialUnavailable => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamMisconfigured => StatusCode::BAD_GATEWAY,
+            ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 }

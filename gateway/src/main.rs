@@ -104,10 +104,45 @@ enum Command {
     /// Query request records and verify their hash chains.
     #[command(subcommand)]
     Audit(portcullis::audit_cli::AuditCommand),
+    /// Create or update a collection's operations from an API description.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Manage quota policies, overrides and usage (through the limiter's gRPC API).
     Quota(portcullis::quota_cli::QuotaArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Import an OpenAPI 3.0 or 3.1 document (JSON or YAML) into a collection: its operations
+    /// are replaced by the document's; the collection's own settings are kept.
+    Openapi {
+        /// The document.
+        file: PathBuf,
+        /// The collection to create or update.
+        #[arg(long)]
+        collection: String,
+        /// Base path, for a new collection.
+        #[arg(long)]
+        base_path: Option<String>,
+        /// Upstream per environment, for a new collection: `sandbox=https://…` (repeatable).
+        #[arg(long = "upstream", value_parser = parse_upstream)]
+        upstreams: Vec<(String, String)>,
+        /// Offer every operation to agents as an MCP tool (`mcp.expose_all`).
+        #[arg(long)]
+        expose_mcp: bool,
+        /// Print the plan as a diff and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_upstream(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(env, url)| (env.to_owned(), url.to_owned()))
+        .filter(|(env, url)| !env.is_empty() && !url.is_empty())
+        .ok_or_else(|| "use ENVIRONMENT=URL, e.g. sandbox=https://pets-sbx.internal".to_owned())
 }
 
 #[derive(Subcommand)]
@@ -180,6 +215,7 @@ fn main() -> ExitCode {
         | Command::Access { .. }
         | Command::Audit(_)
         | Command::Quota(_)
+        | Command::Import(_)
         | Command::Version => None,
     };
     let telemetry = runtime.block_on(async {
@@ -317,6 +353,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Quota(args) => portcullis::quota_cli::run(args, &cli.data_dir).await?,
+        Command::Import(ImportCommand::Openapi {
+            file,
+            collection,
+            base_path,
+            upstreams,
+            expose_mcp,
+            dry_run,
+        }) => {
+            let document = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let store = open(&location()?).await?;
+            let new = portcullis::openapi::NewCollection {
+                base_path,
+                upstreams: upstreams
+                    .into_iter()
+                    .map(|(env, url)| (portcullis::model::Environment(env), url))
+                    .collect(),
+            };
+            let id = portcullis::model::CollectionId(collection);
+            let report = portcullis::openapi::import_into_store(
+                &store, &id, &document, &new, expose_mcp, dry_run,
+            )
+            .await;
+            store.close().await;
+            let report = report?;
+            for note in &report.notes {
+                eprintln!("note: {note}");
+            }
+            let applied = &report.applied;
+            print!("{}", plan::render(&applied.changes));
+            if applied.committed {
+                println!("Imported into '{id}': configuration version {}.", applied.version);
+            } else if dry_run {
+                println!("Dry run: nothing changed (configuration version {}).", applied.version);
+            } else {
+                println!("No changes (configuration version {}).", applied.version);
+            }
+        }
         Command::Version => println!("portcullis {}", env!("CARGO_PKG_VERSION")),
     }
     Ok(ExitCode::SUCCESS)

@@ -152,8 +152,36 @@ pub struct Collection {
     /// limits apply to every caller, beside the caller's profile policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_policy: Option<String>,
+    /// How this collection's operations appear to agents through the Gateway MCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<CollectionMcp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operations: Vec<Operation>,
+}
+
+/// A collection's Gateway MCP settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionMcp {
+    /// Expose every published operation as a tool (an operation's own `mcp.enabled: false`
+    /// still hides it). Without it, only operations with an `mcp` block are exposed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expose_all: bool,
+    /// One tool per operation, or the discovery tools (catalogue mode) for large APIs; the
+    /// node's `--mcp-mode` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<McpMode>,
+}
+
+/// How a collection's operations are offered as MCP tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum McpMode {
+    /// One tool per operation.
+    Tools,
+    /// Discovery tools (`list_collections`, `list_endpoints`, `search_endpoints`,
+    /// `endpoint_details`, `execute_endpoint`) over the operations.
+    Catalogue,
 }
 
 /// How the gateway authenticates itself to an upstream. Secrets are named by environment
@@ -255,6 +283,11 @@ pub struct Parameter {
     pub required: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The value's JSON Schema, when `type` says too little (enums, formats, arrays); it
+    /// replaces `type` in tool input schemas. Arrays travel as repeated query parameters, or
+    /// comma-separated in a path segment or header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
 }
 
 /// Where a parameter travels.

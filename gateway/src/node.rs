@@ -144,9 +144,36 @@ pub struct NodeSettings {
     pub metrics_max_clients: usize,
     #[command(flatten)]
     pub telemetry: portcullis_limiter::telemetry::TelemetrySettings,
+    /// The gateway's public base URL (e.g. `https://api.example.com`): its MCP resource is
+    /// `<public-url>/mcp`, the audience OIDC tokens used over MCP must carry. Defaults to the
+    /// listener's own address.
+    #[arg(long, env = "PORTCULLIS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Browser origins allowed to call `/mcp` (exact `scheme://host[:port]`, comma-separated);
+    /// requests without `Origin` are always allowed. Defaults to the public URL's origin.
+    #[arg(long, env = "PORTCULLIS_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub mcp_allowed_origins: Vec<String>,
+    /// How collections that do not choose are offered to agents: one tool per operation, or
+    /// the discovery tools of the catalogue mode.
+    #[arg(long, env = "PORTCULLIS_MCP_MODE", default_value = "tools")]
+    pub mcp_mode: crate::model::McpMode,
+    /// How long an MCP session (protocol versions before 2026-07-28) lasts after `initialize`.
+    #[arg(long, env = "PORTCULLIS_MCP_SESSION_TTL", default_value = "24h", value_parser = positive_duration)]
+    pub mcp_session_ttl: Duration,
     /// Start the built-in demo upstream and (re)apply the demo collection.
     #[arg(long)]
     pub demo: bool,
+}
+
+/// The origin (`scheme://host[:port]`) of a URL.
+fn origin(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split('/').next().unwrap_or(rest);
+            format!("{scheme}://{authority}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// Runs a node until it is asked to stop.
@@ -203,6 +230,43 @@ pub async fn run(
     let snapshot = Snapshot::compile(version, &assemble(&records)?)
         .context("the stored configuration cannot be compiled; refusing to serve it")?;
 
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => bail!("--tls-cert and --tls-key go together"),
+    };
+    let gateway_listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let admin_listener = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.admin_listen))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let gateway_url = format!("{scheme}://{}", gateway_listener.local_addr()?);
+    let admin_url = format!("http://{}", admin_listener.local_addr()?);
+    let mcp = crate::mcp::Mcp {
+        settings: crate::mcp::McpSettings {
+            resource: format!(
+                "{}{}",
+                settings
+                    .public_url
+                    .as_deref()
+                    .unwrap_or(&gateway_url)
+                    .trim_end_matches('/'),
+                crate::mcp::PATH
+            ),
+            allowed_origins: if settings.mcp_allowed_origins.is_empty() {
+                vec![origin(settings.public_url.as_deref().unwrap_or(&gateway_url))]
+            } else {
+                settings.mcp_allowed_origins.clone()
+            },
+            default_mode: settings.mcp_mode,
+            session_ttl: settings.mcp_session_ttl,
+            max_message_bytes: settings.max_body_bytes,
+        },
+        sessions: crate::mcp::session::SessionKeys::new(&secret),
+    };
+
     let mut extra_roots = Vec::new();
     if let Some(path) = &settings.upstream_ca_file {
         use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -240,23 +304,10 @@ pub async fn run(
             max_header_bytes: settings.max_header_bytes,
             client_cert_header: settings.client_cert_header.clone(),
         },
+        mcp,
     });
     let health = Arc::new(Health::default());
 
-    let tls = match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
-        (None, None) => None,
-        (Some(_), None) | (None, Some(_)) => bail!("--tls-cert and --tls-key go together"),
-    };
-    let gateway_listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let admin_listener = TcpListener::bind(settings.admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.admin_listen))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let gateway_url = format!("{scheme}://{}", gateway_listener.local_addr()?);
-    let admin_url = format!("http://{}", admin_listener.local_addr()?);
 
     let limits = ConnectionLimits {
         max_head_bytes: settings.max_header_bytes.saturating_mul(2).max(64 * 1024),

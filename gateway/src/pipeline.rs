@@ -1,7 +1,9 @@
 //! The request pipeline: the one ordered path every data-plane request takes. Each stage either
 //! continues or refuses with a code from the error catalogue. REST requests enter through
-//! [`handle`]; later channels (MCP `tools/call`) build a request and call the same function.
+//! [`handle`]; an MCP `tools/call` ([`crate::mcp`]) builds the operation's request and runs the
+//! same stages from authorization on ([`Call::run`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +15,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::auth::{self, Caller, Verifiers, mtls};
 use crate::authz;
-use crate::snapshot::CompiledCollection;
+use crate::snapshot::{CompiledCollection, CompiledOperation, Snapshot};
 use crate::upstream_auth::{SharedSigner, TokenCache};
 use http::{Request, Response};
 
@@ -49,6 +51,8 @@ pub struct Gateway {
     /// One record per request.
     pub audit: crate::audit::Audit,
     pub settings: PipelineSettings,
+    /// The Gateway MCP at `/mcp`.
+    pub mcp: crate::mcp::Mcp,
 }
 
 impl Gateway {
@@ -103,11 +107,23 @@ where
     let inbound_trace = inbound_trace_id(req.headers());
     // A record emitted early (the client left) carries at least the caller's trace.
     draft.record.trace_id = inbound_trace.clone();
-    let outcome = run(gw, peer, &request_id, req, &mut draft)
-        .instrument(span.clone())
-        .await;
+    let outcome = if raw_path == crate::mcp::PATH
+        || raw_path == crate::mcp::METADATA_ROOT
+        || raw_path == crate::mcp::METADATA_PATH
+    {
+        draft.record.channel = "mcp".to_owned();
+        let req = req.map(|b| body::limit_inbound(b, gw.settings.max_body_bytes));
+        crate::mcp::serve(gw, peer, &request_id, req, &mut draft)
+            .instrument(span.clone())
+            .await
+    } else {
+        run(gw, peer, &request_id, req, &mut draft)
+            .instrument(span.clone())
+            .await
+    };
     let (mut response, code) = match outcome {
-        Ok(response) => (response, None),
+        // A tool call is answered 200 whatever the operation's outcome, which it records.
+        Ok(response) => (response, draft.refusal.take()),
         Err(e) => {
             let code = e.code;
             (
@@ -134,7 +150,10 @@ where
         client = %client_addr,
         elapsed_us = started.elapsed().as_micros() as u64,
     );
-    gw.audit.finish(draft, code, response)
+    // A tool call's record carries the operation's own status (the HTTP answer is the
+    // JSON-RPC envelope's 200).
+    let status = draft.status.take().unwrap_or(response.status().as_u16());
+    gw.audit.finish(draft, code, status, response)
 }
 
 /// The stages, in order. The order is the design: nothing is read from the body or sent
@@ -187,33 +206,76 @@ where
     };
     let collection = &snapshot.collections[route.collection];
     let operation = &collection.operations[route.operation];
+    describe(draft, collection, operation, req.method());
+    let target_path = operation
+        .target
+        .expand(|name| route.param(name), route.rest());
+
+    // 4. Authenticate: who is calling. Nothing about the caller is trusted before this.
+    let caller = authenticate(gw, &snapshot, &peer, req.headers(), draft).await?;
+    if let Some(name) = &gw.settings.client_cert_header {
+        // A proxy's certificate header is for this gateway, never for the upstream.
+        req.headers_mut().remove(name);
+    }
+
+    // 5–9.
+    let call = Call {
+        peer,
+        source,
+        request_id,
+        caller: &caller,
+        collection,
+        operation,
+        target_path,
+    };
+    let (parts, body) = req.into_parts();
+    let body = body::limit_inbound(body, gw.settings.max_body_bytes);
+    call.run(gw, parts, body, draft).await
+}
+
+/// Fills in the record's and the span's "what" once the operation is known.
+pub(crate) fn describe(
+    draft: &mut crate::audit::Draft,
+    collection: &CompiledCollection,
+    operation: &CompiledOperation,
+    method: &http::Method,
+) {
     let what = &mut draft.record.what;
     what.collection = Some(collection.id.to_string());
     what.collection_version = Some(collection.version.clone());
     what.operation = Some(operation.id.to_string());
-    what.path_template = Some(format!("{}{}", collection.base_path, operation.template));
-    if let Some(template) = &what.path_template {
+    let template = format!("{}{}", collection.base_path, operation.template);
+    {
         use opentelemetry::trace::TraceContextExt as _;
         let span = tracing::Span::current();
         span.record("http.route", template.as_str());
         // The span is named by its route once it is known (`GET /orders/{id}`).
         span.context()
             .span()
-            .update_name(format!("{} {template}", req.method()));
+            .update_name(format!("{method} {template}"));
     }
-
+    what.path_template = Some(template);
     if let Some(capture) = &operation.capture_body {
         draft.capture(capture);
     }
+}
 
-    // 4. Authenticate: who is calling. Nothing about the caller is trusted before this.
+/// Stage 4, authentication, for every channel: the caller established from the request's
+/// credential (a bearer token, else the client certificate), entered in the record.
+pub(crate) async fn authenticate<'s>(
+    gw: &Gateway,
+    snapshot: &'s Snapshot,
+    peer: &Peer,
+    headers: &http::HeaderMap,
+    draft: &mut crate::audit::Draft,
+) -> Result<Caller<'s>, GatewayError> {
     let now = OffsetDateTime::now_utc();
-    let certificate = client_certificate(gw, &peer, req.headers());
+    let certificate = client_certificate(gw, peer, headers);
     let presented = auth::Presented {
-        headers: req.headers(),
+        headers,
         client_cert: certificate.as_deref(),
     };
-    let caller = auth::authenticate(&snapshot, &gw.verifiers, presented, now)
+    let caller = auth::authenticate(snapshot, &gw.verifiers, presented, now)
         .instrument(tracing::info_span!("authenticate"))
         .await?;
     let who = &mut draft.record.who;
@@ -223,111 +285,142 @@ where
     who.partner = Some(caller.client.partner.clone()).filter(|p| !p.is_empty());
     who.credential = Some(caller.credential.to_string());
     who.subject = caller.subject.clone();
-    if let Some(name) = &gw.settings.client_cert_header {
-        // A proxy's certificate header is for this gateway, never for the upstream.
-        req.headers_mut().remove(name);
-    }
+    Ok(caller)
+}
 
-    // 5. Authorize: may this caller call this operation, from here, now.
-    authz::authorize(&caller, collection, operation, source, now)?;
+/// One authenticated call of one operation: what stages 5 to 9 need. REST builds it from the
+/// routed request; an MCP `tools/call` from the tool's operation and its arguments.
+pub(crate) struct Call<'a, 's> {
+    pub peer: Peer,
+    /// The caller's address (behind trusted proxies, the one they forwarded for).
+    pub source: IpAddr,
+    pub request_id: &'a HeaderValue,
+    pub caller: &'a Caller<'s>,
+    pub collection: &'a CompiledCollection,
+    pub operation: &'a CompiledOperation,
+    /// The path for the upstream, expanded and encoded.
+    pub target_path: String,
+}
 
-    // 6. The caller's environment chooses the upstream (authorization checked it is offered).
-    let target = collection
-        .upstreams
-        .get(&caller.profile.environment)
-        .ok_or_else(route_not_found)?;
-    let upstream_headers = collection.headers.as_ref().map_err(|reason| {
-        tracing::error!(collection = %collection.id, %reason, "collection cannot be forwarded");
-        GatewayError::new(
-            ErrorCode::UpstreamMisconfigured,
-            "the upstream for this operation is misconfigured on this gateway",
-        )
-    })?;
+impl Call<'_, '_> {
+    /// Stages 5 to 9: authorize, choose the upstream, bound the body, limit, forward. `body`
+    /// is already bounded by `--max-body-bytes`.
+    pub(crate) async fn run(
+        self,
+        gw: &Gateway,
+        parts: http::request::Parts,
+        body: Body,
+        draft: &mut crate::audit::Draft,
+    ) -> Result<Response<Body>, GatewayError> {
+        let Call {
+            peer,
+            source,
+            request_id,
+            caller,
+            collection,
+            operation,
+            target_path,
+        } = self;
+        let now = OffsetDateTime::now_utc();
 
-    // 7. Refuse a declared body over the limit before reading any of it; an undeclared one is
-    //    cut off as it streams.
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > gw.settings.max_body_bytes as u64) {
-        return Err(GatewayError::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "the request body exceeds {} bytes",
-                gw.settings.max_body_bytes
-            ),
-        ));
-    }
+        // 5. Authorize: may this caller call this operation, from here, now.
+        authz::authorize(caller, collection, operation, source, now)?;
 
-    // 8. Limit: the profile's and the collection's quota policies, all or nothing, counted
-    //    only for a request the gateway would otherwise send. A refused request is charged
-    //    nothing.
-    if !gw.audit.accepting() {
-        return Err(GatewayError::new(
-            ErrorCode::AuditUnavailable,
-            "request records cannot be kept right now; try again later",
-        ));
-    }
-    let asked = Instant::now();
-    let (limits, refusal) = gw
-        .limits
-        .check(&caller, collection, operation, source)
-        .instrument(tracing::info_span!("limiter.check", otel.kind = "client"))
-        .await;
-    draft.limiter = asked.elapsed();
-    if let Some(decision) = &limits {
-        draft.record.limits = crate::limit::uses(decision);
-    }
-    if let Some(refusal) = refusal {
-        return Err(refusal);
-    }
+        // 6. The caller's environment chooses the upstream (authorization checked it is
+        //    offered).
+        let target = collection
+            .upstreams
+            .get(&caller.profile.environment)
+            .ok_or_else(route_not_found)?;
+        let upstream_headers = collection.headers.as_ref().map_err(|reason| {
+            tracing::error!(collection = %collection.id, %reason, "collection cannot be forwarded");
+            GatewayError::new(
+                ErrorCode::UpstreamMisconfigured,
+                "the upstream for this operation is misconfigured on this gateway",
+            )
+        })?;
 
-    // 9. Forward, with the caller's identity (never its credential).
-    let target_path = operation
-        .target
-        .expand(|name| route.param(name), route.rest());
-    let mut identity = gateway_headers(gw, &caller, collection, request_id).await?;
-    // The upstream call is a span of its own; the upstream continues the trace from it.
-    let upstream_span = tracing::info_span!(
-        "upstream",
-        otel.kind = "client",
-        http.response.status_code = tracing::field::Empty,
-    );
-    let mut trace_headers = http::HeaderMap::new();
-    portcullis_limiter::telemetry::inject(&upstream_span.context(), &mut trace_headers);
-    identity.extend(
-        trace_headers
-            .into_iter()
-            .filter_map(|(name, value)| Some((name?, value))),
-    );
-    let out = Outbound {
-        target,
-        path: target_path,
-        identity: &identity,
-        headers: upstream_headers,
-        timeout: collection.upstream_timeout,
-        request_id,
-        peer,
-    };
-    let (parts, body) = req.into_parts();
-    let body = draft.count_inbound(body::limit_inbound(body, gw.settings.max_body_bytes));
-    draft.upstream_started = Some(Instant::now());
-    let mut response = gw
-        .forwarder
-        .send(out, parts, body)
-        .instrument(upstream_span.clone())
-        .await?;
-    upstream_span.record("http.response.status_code", response.status().as_u16());
-    draft.record.upstream_status = Some(response.status().as_u16());
-    // The caller learns where it stands, on every admitted answer too.
-    if let Some(decision) = &limits {
-        for (name, value) in crate::limit::headers(decision) {
-            response.headers_mut().insert(name, value);
+        // 7. Refuse a declared body over the limit before reading any of it; an undeclared one
+        //    is cut off as it streams.
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > gw.settings.max_body_bytes as u64) {
+            return Err(GatewayError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the request body exceeds {} bytes",
+                    gw.settings.max_body_bytes
+                ),
+            ));
         }
+
+        // 8. Limit: the profile's and the collection's quota policies, all or nothing, counted
+        //    only for a request the gateway would otherwise send. A refused request is charged
+        //    nothing.
+        if !gw.audit.accepting() {
+            return Err(GatewayError::new(
+                ErrorCode::AuditUnavailable,
+                "request records cannot be kept right now; try again later",
+            ));
+        }
+        let asked = Instant::now();
+        let (limits, refusal) = gw
+            .limits
+            .check(caller, collection, operation, source)
+            .instrument(tracing::info_span!("limiter.check", otel.kind = "client"))
+            .await;
+        draft.limiter = asked.elapsed();
+        if let Some(decision) = &limits {
+            draft.record.limits = crate::limit::uses(decision);
+        }
+        if let Some(refusal) = refusal {
+            return Err(refusal);
+        }
+
+        // 9. Forward, with the caller's identity (never its credential).
+        let mut identity = gateway_headers(gw, caller, collection, request_id).await?;
+        // The upstream call is a span of its own; the upstream continues the trace from it.
+        let upstream_span = tracing::info_span!(
+            "upstream",
+            otel.kind = "client",
+            http.response.status_code = tracing::field::Empty,
+        );
+        let mut trace_headers = http::HeaderMap::new();
+        portcullis_limiter::telemetry::inject(&upstream_span.context(), &mut trace_headers);
+        identity.extend(
+            trace_headers
+                .into_iter()
+                .filter_map(|(name, value)| Some((name?, value))),
+        );
+        let out = Outbound {
+            target,
+            path: target_path,
+            identity: &identity,
+            headers: upstream_headers,
+            timeout: collection.upstream_timeout,
+            request_id,
+            peer,
+        };
+        let body = draft.count_inbound(body);
+        draft.upstream_started = Some(Instant::now());
+        let mut response = gw
+            .forwarder
+            .send(out, parts, body)
+            .instrument(upstream_span.clone())
+            .await?;
+        upstream_span.record("http.response.status_code", response.status().as_u16());
+        draft.record.upstream_status = Some(response.status().as_u16());
+        // The caller learns where it stands, on every admitted answer too.
+        if let Some(decision) = &limits {
+            for (name, value) in crate::limit::headers(decision) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        Ok(response)
     }
-    Ok(response)
 }
 
 /// The certificate the caller presented: from its own TLS handshake, or — only when

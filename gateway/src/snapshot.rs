@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub mtls_pins: HashMap<[u8; 32], TokenEntry>,
     /// `mtls` credentials bound to a CA: any certificate chaining to it is that profile.
     pub mtls_cas: Vec<(Arc<dyn ClientCertVerifier>, TokenEntry)>,
+    /// MCP tool name → (collection, operation) indexes.
+    pub tools: HashMap<String, (usize, usize)>,
 }
 
 /// An identity provider whose tokens are accepted.
@@ -106,6 +108,9 @@ pub struct CompiledCollection {
     /// Whether the upstream receives a gateway-signed identity assertion.
     pub identity_assertion: bool,
     pub quota_policy: Option<String>,
+    pub description: String,
+    /// How its operations appear through the Gateway MCP; the node's default when unset.
+    pub mcp_mode: Option<crate::model::McpMode>,
     pub operations: Vec<CompiledOperation>,
 }
 
@@ -119,6 +124,8 @@ pub struct CompiledOperation {
     pub target: PathTemplate,
     /// Bodies kept in request records, if the operation asks for it.
     pub capture_body: Option<crate::model::BodyCapture>,
+    /// The operation as an MCP tool, when it is exposed to agents.
+    pub tool: Option<Arc<crate::mcp::tools::Tool>>,
 }
 
 /// A stored configuration that cannot be compiled (it bypassed validation).
@@ -144,6 +151,8 @@ impl Snapshot {
     pub fn compile(version: u64, config: &Config) -> Result<Self, CompileError> {
         let mut collections = Vec::new();
         let mut router = Router::default();
+        // Operations offered as MCP tools: (collection index, operation index, model).
+        let mut exposed = Vec::new();
         for c in config
             .collections
             .iter()
@@ -163,6 +172,9 @@ impl Snapshot {
                 .iter()
                 .filter(|o| o.status == Status::Published)
             {
+                if crate::mcp::tools::exposed(c, op) {
+                    exposed.push((collections.len(), operations.len(), c, op));
+                }
                 let template = PathTemplate::parse(&op.path).map_err(|e| invalid(e.to_string()))?;
                 let target = match &op.target_path {
                     Some(t) => PathTemplate::parse(t).map_err(|e| invalid(e.to_string()))?,
@@ -181,6 +193,7 @@ impl Snapshot {
                     template,
                     target,
                     capture_body: op.capture_body.clone(),
+                    tool: None,
                 });
             }
             router
@@ -206,8 +219,27 @@ impl Snapshot {
                 upstream_timeout: c.upstream_timeout,
                 identity_assertion: c.identity_assertion,
                 quota_policy: c.quota_policy.clone(),
+                description: c.description.clone(),
+                mcp_mode: c.mcp.as_ref().and_then(|m| m.mode),
                 operations,
             });
+        }
+        let wanted: Vec<_> = exposed
+            .iter()
+            .map(|(_, _, c, op)| {
+                (
+                    c.id.as_str(),
+                    op.id.as_str(),
+                    op.mcp.as_ref().and_then(|m| m.tool_name.as_deref()),
+                )
+            })
+            .collect();
+        let names = crate::mcp::tools::assign_names(&wanted);
+        let mut tools = HashMap::new();
+        for ((ci, oi, c, op), name) in exposed.into_iter().zip(names) {
+            tools.insert(name.clone(), (ci, oi));
+            collections[ci].operations[oi].tool =
+                Some(Arc::new(crate::mcp::tools::Tool::compile(name, c, op)));
         }
         let providers: Vec<CompiledProvider> = config
             .identity_providers
@@ -251,6 +283,7 @@ impl Snapshot {
             assertions,
             mtls_pins,
             mtls_cas,
+            tools,
         })
     }
 }

@@ -91,6 +91,9 @@ pub struct What {
     pub mcp_method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// The JSON-RPC id of a Gateway MCP request, as JSON text (`7`, `"abc"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc_id: Option<String>,
 }
 
 /// How the request ended.
@@ -213,6 +216,7 @@ mod tests {
                 path_template: some("/x"),
                 mcp_method: some("tools/call"),
                 tool: some("get_x"),
+                rpc_id: some("7"),
             },
             outcome: Outcome::Denied,
             reason: some("rate_limited"),

@@ -46,6 +46,7 @@ pub fn validate_in(config: &Config, context: &Config) -> Result<(), Vec<FieldErr
         }
         v.collection(&at, c);
     }
+    v.tool_names(config, context);
     let mut provider_ids = HashSet::new();
     let mut issuers = HashSet::new();
     for (i, p) in config.identity_providers.iter().enumerate() {
@@ -184,12 +185,64 @@ impl Validator {
         }
     }
 
+    /// Explicit MCP tool names are unique among the operations that could be exposed, and
+    /// none takes a catalogue discovery tool's name.
+    fn tool_names(&mut self, config: &Config, context: &Config) {
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        let in_file: HashSet<&str> = config.collections.iter().map(|c| c.id.as_str()).collect();
+        let stored = context
+            .collections
+            .iter()
+            .filter(|c| !in_file.contains(c.id.as_str()))
+            .map(|c| (None, c));
+        let all = config
+            .collections
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Some(i), c))
+            .chain(stored);
+        for (i, c) in all {
+            for (k, op) in c.operations.iter().enumerate() {
+                let Some(name) = op
+                    .mcp
+                    .as_ref()
+                    .filter(|m| m.enabled)
+                    .and_then(|m| m.tool_name.as_deref())
+                else {
+                    continue;
+                };
+                let here = format!("collection '{}' operation '{}'", c.id, op.id);
+                let problem = if crate::mcp::tools::DISCOVERY_TOOLS.contains(&name) {
+                    Some(format!("'{name}' is reserved for the catalogue mode's discovery tools"))
+                } else {
+                    seen.insert(name, here.clone())
+                        .map(|other| format!("tool name '{name}' is already used by {other}"))
+                };
+                if let (Some(problem), Some(i)) = (problem, i) {
+                    self.fail(format!("collections[{i}].operations[{k}].mcp.tool_name"), problem);
+                }
+            }
+        }
+    }
+
     fn collection(&mut self, at: &str, c: &Collection) {
         match PathTemplate::parse(&c.base_path) {
             Ok(t) if t.has_wildcard() || t.params().next().is_some() => self.fail(
                 format!("{at}.base_path"),
                 "a base path is literal: no parameters or wildcard",
             ),
+            Ok(_) if c.base_path == crate::mcp::PATH
+                || c.base_path.starts_with(crate::mcp::PATH_PREFIX_RESERVED)
+                || c.base_path.starts_with("/.well-known") =>
+            {
+                self.fail(
+                    format!("{at}.base_path"),
+                    format!(
+                        "'{}' is reserved: /mcp is the Gateway MCP and /.well-known its metadata",
+                        c.base_path
+                    ),
+                )
+            }
             Ok(_) => {}
             Err(e) => self.fail(format!("{at}.base_path"), format!("'{}': {e}", c.base_path)),
         }
@@ -384,6 +437,32 @@ impl Validator {
             let in_template = template
                 .as_ref()
                 .is_none_or(|t| t.params().any(|q| q == p.name));
+            if p.location == crate::model::ParameterLocation::Header {
+                let reserved = http::HeaderName::from_bytes(p.name.as_bytes()).map_or(true, |h| {
+                    is_reserved_header(&h)
+                        || h == http::header::AUTHORIZATION
+                        || h == http::header::CONTENT_TYPE
+                        || h == http::header::COOKIE
+                        || h.as_str() == "x-client-id"
+                        || h.as_str() == "x-profile-id"
+                });
+                if reserved {
+                    self.fail(
+                        format!("{path}.name"),
+                        format!(
+                            "'{}' cannot be a header parameter: it is not a valid header name or the gateway sets it",
+                            p.name
+                        ),
+                    );
+                }
+            }
+            if p
+                .schema
+                .as_ref()
+                .is_some_and(|s| !(s.is_object() || s.is_boolean()))
+            {
+                self.fail(format!("{path}.schema"), "a JSON Schema is an object or a boolean");
+            }
             if p.location == crate::model::ParameterLocation::Path && !in_template {
                 self.fail(
                     format!("{path}.name"),

@@ -1,0 +1,629 @@
+//! The MCP methods: `initialize` and `ping` (sessions), `server/discover` (stateless),
+//! `tools/list` and `tools/call` (both), and the catalogue mode's discovery tools.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Request, Response, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::jsonrpc::{self, Incoming, RpcError};
+use super::tools::{DISCOVERY_TOOLS, Tool};
+use super::{Era, LEGACY_VERSIONS, MCP_SESSION_ID, MODERN_VERSIONS};
+use crate::auth::Caller;
+use crate::body::{Body, full, json_response};
+use crate::error::{ErrorCode, GatewayError};
+use crate::forward::Peer;
+use crate::model::McpMode;
+use crate::pipeline::{Call, Gateway};
+use crate::snapshot::Snapshot;
+
+/// Tools per `tools/list` page.
+const PAGE_SIZE: usize = 100;
+/// Results per page of `list_endpoints` and `search_endpoints`.
+const CATALOGUE_PAGE: usize = 50;
+
+/// One authenticated MCP request.
+pub(super) struct Context<'a, 's> {
+    pub gw: &'a Gateway,
+    pub peer: Peer,
+    pub source: IpAddr,
+    pub request_id: &'a HeaderValue,
+    pub caller: &'a Caller<'s>,
+    pub snapshot: &'s Snapshot,
+    pub era: Era,
+    pub headers: &'a http::HeaderMap,
+}
+
+/// A tool the caller may call: its operation's place in the snapshot.
+#[derive(Clone, Copy)]
+struct Offered<'s> {
+    collection: usize,
+    operation: usize,
+    tool: &'s Tool,
+}
+
+impl<'s> Context<'_, 's> {
+    /// Answers one message.
+    pub(super) async fn answer(&self, message: Incoming, draft: &mut crate::audit::Draft) -> Response<Body> {
+        let (id, method, params) = match message {
+            Incoming::Request { id, method, params } => (id, method, params),
+            Incoming::Notification { method, .. } => {
+                draft.record.what.mcp_method = Some(method);
+                return accepted();
+            }
+            // This server sends no requests; a response to one is acknowledged and dropped.
+            Incoming::Response => return accepted(),
+        };
+        draft.record.what.mcp_method = Some(method.clone());
+        draft.record.what.rpc_id = Some(id.to_string());
+        let modern = matches!(self.era, Era::Modern(_));
+        let outcome = match (method.as_str(), modern) {
+            ("initialize", false) => return self.initialize(&id),
+            ("ping", false) => Ok(json!({})),
+            ("server/discover", true) => Ok(self.discover()),
+            ("tools/list", _) => self.list_tools(&params),
+            ("tools/call", _) => self.call_tool(&params, draft).await,
+            _ => {
+                let error = RpcError::new(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!("Method not found: {method}"),
+                );
+                // The stateless era answers an unknown method with 404.
+                let status = if modern {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::OK
+                };
+                draft.refusal = Some(ErrorCode::BadRequest);
+                return rpc_response(status, &jsonrpc::error(&id, &error));
+            }
+        };
+        match outcome {
+            Ok(result) => rpc_response(StatusCode::OK, &jsonrpc::result(&id, self.envelope(result))),
+            Err(error) => rpc_response(StatusCode::OK, &jsonrpc::error(&id, &error)),
+        }
+    }
+
+    /// Opens a session: the negotiated version and a signed id naming the caller's profile.
+    fn initialize(&self, id: &Value) -> Response<Body> {
+        let Era::Legacy(version) = &self.era else {
+            unreachable!("initialize is answered only in the session era")
+        };
+        let result = json!({
+            "protocolVersion": version,
+            "capabilities": { "tools": { "listChanged": false } },
+            "serverInfo": server_info(),
+            "instructions": INSTRUCTIONS,
+        });
+        let mut response = rpc_response(StatusCode::OK, &jsonrpc::result(id, result));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let session = self.gw.mcp.sessions.issue(
+            self.caller.client.id.as_str(),
+            self.caller.profile.id.as_str(),
+            version,
+            now,
+        );
+        response.headers_mut().insert(
+            MCP_SESSION_ID,
+            HeaderValue::from_str(&session).expect("a session id is visible ASCII"),
+        );
+        response
+    }
+
+    fn discover(&self) -> Value {
+        let mut supported: Vec<&str> = MODERN_VERSIONS.to_vec();
+        supported.extend(LEGACY_VERSIONS.iter().rev());
+        json!({
+            "supportedVersions": supported,
+            "capabilities": { "tools": {} },
+            "instructions": INSTRUCTIONS,
+            "ttlMs": 60_000,
+            // What a caller sees depends on its credential.
+            "cacheScope": "private",
+        })
+    }
+
+    /// Fields every stateless result carries.
+    fn envelope(&self, mut result: Value) -> Value {
+        if let (Era::Modern(_), Value::Object(o)) = (&self.era, &mut result) {
+            o.entry("resultType").or_insert_with(|| "complete".into());
+            let meta = o.entry("_meta").or_insert_with(|| json!({}));
+            if let Value::Object(meta) = meta {
+                meta.insert("io.modelcontextprotocol/serverInfo".into(), server_info());
+            }
+        }
+        result
+    }
+
+    /// What the caller may call: tools of the collections granted to its profile in its
+    /// environment whose operations it may use (the same check `tools/call` makes), and the
+    /// catalogue-mode operations behind the discovery tools.
+    fn offered(&self) -> (Vec<Offered<'s>>, Vec<Offered<'s>>) {
+        let mut tools = Vec::new();
+        let mut catalogue = Vec::new();
+        for (ci, collection) in self.snapshot.collections.iter().enumerate() {
+            if !self.caller.profile.collections.contains(&collection.id) {
+                continue;
+            }
+            let mode = collection
+                .mcp_mode
+                .unwrap_or(self.gw.mcp.settings.default_mode);
+            for (oi, operation) in collection.operations.iter().enumerate() {
+                let Some(tool) = &operation.tool else { continue };
+                if crate::authz::grant(self.caller, collection, operation).is_err() {
+                    continue;
+                }
+                let offered = Offered {
+                    collection: ci,
+                    operation: oi,
+                    tool,
+                };
+                match mode {
+                    McpMode::Tools => tools.push(offered),
+                    McpMode::Catalogue => catalogue.push(offered),
+                }
+            }
+        }
+        tools.sort_by(|a, b| a.tool.name.cmp(&b.tool.name));
+        catalogue.sort_by(|a, b| a.tool.name.cmp(&b.tool.name));
+        (tools, catalogue)
+    }
+
+    fn list_tools(&self, params: &Map<String, Value>) -> Result<Value, RpcError> {
+        let (tools, catalogue) = self.offered();
+        let mut definitions: Vec<(String, Value)> = tools
+            .iter()
+            .map(|t| (t.tool.name.clone(), t.tool.definition()))
+            .collect();
+        if !catalogue.is_empty() {
+            definitions.extend(discovery_tools());
+        }
+        definitions.sort_by(|a, b| a.0.cmp(&b.0));
+        // The cursor is the last name of the previous page: stable while tools come and go.
+        let start = match params.get("cursor") {
+            None | Some(Value::Null) => 0,
+            Some(Value::String(cursor)) => {
+                let after = decode_cursor(cursor).ok_or_else(|| {
+                    RpcError::new(jsonrpc::INVALID_PARAMS, "Invalid cursor")
+                })?;
+                definitions.partition_point(|(name, _)| name.as_str() <= after.as_str())
+            }
+            Some(_) => return Err(RpcError::new(jsonrpc::INVALID_PARAMS, "Invalid cursor")),
+        };
+        let page: Vec<&(String, Value)> = definitions.iter().skip(start).take(PAGE_SIZE).collect();
+        let mut result = json!({ "tools": page.iter().map(|(_, d)| d).collect::<Vec<_>>() });
+        if start + page.len() < definitions.len()
+            && let Some((last, _)) = page.last()
+        {
+            result["nextCursor"] = encode_cursor(last).into();
+        }
+        if matches!(self.era, Era::Modern(_)) {
+            result["ttlMs"] = 60_000.into();
+            result["cacheScope"] = "private".into();
+        }
+        Ok(result)
+    }
+
+    async fn call_tool(
+        &self,
+        params: &Map<String, Value>,
+        draft: &mut crate::audit::Draft,
+    ) -> Result<Value, RpcError> {
+        let Some(name) = params.get("name").and_then(Value::as_str) else {
+            draft.refusal = Some(ErrorCode::BadRequest);
+            return Err(RpcError::new(jsonrpc::INVALID_PARAMS, "params.name must be a string"));
+        };
+        let arguments = match params.get("arguments") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(a @ Value::Object(_)) => a.clone(),
+            Some(_) => {
+                draft.refusal = Some(ErrorCode::BadRequest);
+                return Err(RpcError::new(
+                    jsonrpc::INVALID_PARAMS,
+                    "params.arguments must be an object",
+                ));
+            }
+        };
+        draft.record.what.tool = Some(name.chars().take(128).collect());
+        let (tools, catalogue) = self.offered();
+        if DISCOVERY_TOOLS.contains(&name) && !catalogue.is_empty() {
+            return self.discovery(name, &arguments, &catalogue, draft).await;
+        }
+        let found = tools.iter().find(|t| t.tool.name == name).copied();
+        match found {
+            Some(offered) => Ok(self.execute(offered, &arguments, draft).await),
+            None => Err(self.unknown_tool(name, draft)),
+        }
+    }
+
+    /// One answer for a tool that does not exist and one the caller may not use, so that
+    /// existence is not revealed; the record keeps the real reason.
+    fn unknown_tool(&self, name: &str, draft: &mut crate::audit::Draft) -> RpcError {
+        let reason = match self.snapshot.tools.get(name) {
+            Some(&(ci, oi)) => {
+                let collection = &self.snapshot.collections[ci];
+                let operation = &collection.operations[oi];
+                crate::pipeline::describe(draft, collection, operation, &operation_method(operation));
+                match crate::authz::grant(self.caller, collection, operation) {
+                    Err(e) => e.code,
+                    // Granted, but offered through the catalogue's execute_endpoint.
+                    Ok(()) => ErrorCode::RouteNotFound,
+                }
+            }
+            None => ErrorCode::RouteNotFound,
+        };
+        draft.refusal = Some(reason);
+        draft.status = Some(reason.status().as_u16());
+        RpcError::new(jsonrpc::INVALID_PARAMS, format!("Unknown tool: {name}"))
+    }
+
+    /// Calls the operation behind a tool through the pipeline, and turns its answer into a
+    /// tool result.
+    async fn execute(
+        &self,
+        offered: Offered<'s>,
+        arguments: &Value,
+        draft: &mut crate::audit::Draft,
+    ) -> Value {
+        let collection = &self.snapshot.collections[offered.collection];
+        let operation = &collection.operations[offered.operation];
+        let tool = offered.tool;
+        crate::pipeline::describe(draft, collection, operation, &tool.method);
+        draft.record.what.method = tool.method.to_string();
+        let built = match tool.request(arguments) {
+            Ok(built) => built,
+            Err(e) => {
+                // The agent can correct its arguments: a tool error, not a protocol error.
+                draft.refusal = Some(ErrorCode::BadRequest);
+                draft.status = Some(ErrorCode::BadRequest.status().as_u16());
+                return tool_error(json!({
+                    "status": 400,
+                    "code": ErrorCode::BadRequest.as_str(),
+                    "message": e.0,
+                }));
+            }
+        };
+        let param = |name: &str| built.path_params.get(name).map(String::as_str);
+        let target_path = operation.target.expand(param, &built.rest);
+        let gateway_path = format!(
+            "{}{}",
+            collection.base_path.trim_end_matches('/'),
+            operation.template.expand(param, &built.rest)
+        );
+        draft.record.what.path = gateway_path.clone();
+        let uri = match &built.query {
+            Some(q) => format!("{gateway_path}?{q}"),
+            None => gateway_path,
+        };
+        let mut request = Request::builder()
+            .method(tool.method.clone())
+            .uri(uri)
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(agent) = self.headers.get(http::header::USER_AGENT) {
+            request = request.header(http::header::USER_AGENT, agent);
+        }
+        for (name, value) in &built.headers {
+            request = request.header(name, value);
+        }
+        let body = match built.body {
+            Some(body) => {
+                request = request
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(http::header::CONTENT_LENGTH, body.len());
+                full(body)
+            }
+            None => full(Bytes::new()),
+        };
+        let request = match request.body(body) {
+            Ok(request) => request,
+            Err(e) => {
+                draft.refusal = Some(ErrorCode::BadRequest);
+                draft.status = Some(400);
+                return tool_error(json!({"status": 400, "code": "bad_request", "message": format!("the arguments do not make a valid request: {e}")}));
+            }
+        };
+        let call = Call {
+            peer: self.peer.clone(),
+            source: self.source,
+            request_id: self.request_id,
+            caller: self.caller,
+            collection,
+            operation,
+            target_path,
+        };
+        let (parts, body) = request.into_parts();
+        match call.run(self.gw, parts, body, draft).await {
+            Ok(response) => {
+                draft.status = Some(response.status().as_u16());
+                self.tool_result(response, draft).await
+            }
+            Err(e) => {
+                draft.refusal = Some(e.code);
+                draft.status = Some(e.code.status().as_u16());
+                refusal_result(&e)
+            }
+        }
+    }
+
+    /// The upstream's answer as a tool result: JSON as text plus structured content, a
+    /// failure status as `isError`.
+    async fn tool_result(&self, response: Response<Body>, draft: &mut crate::audit::Draft) -> Value {
+        let status = response.status();
+        let limit = self.gw.settings.max_body_bytes;
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = match crate::body::collect_limited(response.into_body(), limit).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let code = ErrorCode::UpstreamError;
+                let message = match e {
+                    crate::body::CollectError::TooLarge { .. } => {
+                        format!("the upstream's response exceeds {limit} bytes")
+                    }
+                    crate::body::CollectError::Read(_) => {
+                        "the upstream broke off its response".to_owned()
+                    }
+                };
+                draft.refusal = Some(code);
+                return tool_error(json!({"status": code.status().as_u16(), "code": code.as_str(), "message": message}));
+            }
+        };
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        if !status.is_success() {
+            let detail = parsed.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&body).into_owned()));
+            return tool_error(json!({
+                "status": status.as_u16(),
+                "message": format!("the API answered {status}"),
+                "body": detail,
+            }));
+        }
+        match parsed {
+            Some(value) => {
+                let structured = if Tool::wraps_output(&value) {
+                    json!({ "result": value })
+                } else {
+                    value
+                };
+                json!({
+                    "content": [{ "type": "text", "text": String::from_utf8_lossy(&body) }],
+                    "structuredContent": structured,
+                    "isError": false,
+                })
+            }
+            None => match std::str::from_utf8(&body) {
+                Ok(text) => json!({
+                    "content": [{ "type": "text", "text": text }],
+                    "isError": false,
+                }),
+                Err(_) => {
+                    use base64::Engine as _;
+                    json!({
+                        "content": [{
+                            "type": "resource",
+                            "resource": {
+                                "uri": format!("portcullis://response/{}", self.request_id.to_str().unwrap_or_default()),
+                                "mimeType": if content_type.is_empty() { "application/octet-stream" } else { content_type.as_str() },
+                                "blob": base64::engine::general_purpose::STANDARD.encode(&body),
+                            }
+                        }],
+                        "isError": false,
+                    })
+                }
+            },
+        }
+    }
+
+    /// The catalogue mode's discovery tools, over the catalogue-mode operations the caller
+    /// may use.
+    async fn discovery(
+        &self,
+        name: &str,
+        arguments: &Value,
+        catalogue: &[Offered<'s>],
+        draft: &mut crate::audit::Draft,
+    ) -> Result<Value, RpcError> {
+        let text = |field: &str| arguments.get(field).and_then(Value::as_str);
+        let summary = |o: &Offered<'_>| {
+            let collection = &self.snapshot.collections[o.collection];
+            let operation = &collection.operations[o.operation];
+            json!({
+                "name": o.tool.name,
+                "collection": collection.id,
+                "method": o.tool.method.as_str(),
+                "path": format!("{}{}", collection.base_path.trim_end_matches('/'), operation.template),
+                "title": o.tool.title,
+                "description": o.tool.description,
+            })
+        };
+        let page = |items: Vec<&Offered<'_>>| -> Result<Value, RpcError> {
+            let start = match arguments.get("cursor") {
+                None | Some(Value::Null) => 0,
+                Some(Value::String(c)) => {
+                    let after = decode_cursor(c)
+                        .ok_or_else(|| RpcError::new(jsonrpc::INVALID_PARAMS, "Invalid cursor"))?;
+                    items.partition_point(|o| o.tool.name.as_str() <= after.as_str())
+                }
+                Some(_) => return Err(RpcError::new(jsonrpc::INVALID_PARAMS, "Invalid cursor")),
+            };
+            let chunk: Vec<&&Offered<'_>> = items.iter().skip(start).take(CATALOGUE_PAGE).collect();
+            let mut out = json!({ "endpoints": chunk.iter().map(|o| summary(o)).collect::<Vec<_>>() });
+            if start + chunk.len() < items.len()
+                && let Some(last) = chunk.last()
+            {
+                out["nextCursor"] = encode_cursor(&last.tool.name).into();
+            }
+            Ok(out)
+        };
+        let structured = match name {
+            "list_collections" => {
+                let mut seen: Vec<usize> = catalogue.iter().map(|o| o.collection).collect();
+                seen.dedup();
+                seen.sort_unstable();
+                seen.dedup();
+                json!({ "collections": seen.iter().map(|&ci| {
+                    let c = &self.snapshot.collections[ci];
+                    json!({
+                        "id": c.id,
+                        "description": c.description,
+                        "version": c.version,
+                        "endpoints": catalogue.iter().filter(|o| o.collection == ci).count(),
+                    })
+                }).collect::<Vec<_>>() })
+            }
+            "list_endpoints" => {
+                let wanted = text("collection");
+                page(
+                    catalogue
+                        .iter()
+                        .filter(|o| wanted.is_none_or(|w| self.snapshot.collections[o.collection].id.as_str() == w))
+                        .collect(),
+                )?
+            }
+            "search_endpoints" => {
+                let Some(query) = text("query") else {
+                    return Ok(argument_error("'query' is required"));
+                };
+                let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+                let matches = |o: &&Offered<'_>| {
+                    let s = summary(o).to_string().to_lowercase();
+                    words.iter().all(|w| s.contains(w))
+                };
+                page(catalogue.iter().filter(matches).collect())?
+            }
+            "endpoint_details" => {
+                let Some(wanted) = text("name") else {
+                    return Ok(argument_error("'name' is required"));
+                };
+                match catalogue.iter().find(|o| o.tool.name == wanted) {
+                    Some(o) => {
+                        let mut details = summary(o);
+                        details["inputSchema"] = o.tool.input_schema.clone();
+                        if let Some(output) = &o.tool.output_schema {
+                            details["outputSchema"] = output.clone();
+                        }
+                        details["annotations"] = Value::Object(o.tool.annotations.clone());
+                        details
+                    }
+                    None => return Err(self.unknown_tool(wanted, draft)),
+                }
+            }
+            "execute_endpoint" => {
+                let Some(wanted) = text("name") else {
+                    return Ok(argument_error("'name' is required"));
+                };
+                let inner = arguments.get("arguments").cloned().unwrap_or(json!({}));
+                draft.record.what.tool = Some(wanted.chars().take(128).collect());
+                return match catalogue.iter().find(|o| o.tool.name == wanted) {
+                    Some(&o) => Ok(self.execute(o, &inner, draft).await),
+                    None => Err(self.unknown_tool(wanted, draft)),
+                };
+            }
+            _ => unreachable!("only discovery tools are dispatched here"),
+        };
+        Ok(json!({
+            "content": [{ "type": "text", "text": structured.to_string() }],
+            "structuredContent": structured,
+            "isError": false,
+        }))
+    }
+}
+
+/// The method a tool of `operation` calls with.
+fn operation_method(operation: &crate::snapshot::CompiledOperation) -> http::Method {
+    operation
+        .tool
+        .as_ref()
+        .map(|t| t.method.clone())
+        .unwrap_or(http::Method::GET)
+}
+
+/// The gateway's refusal as a tool error an agent can act on: the code, the status and, for
+/// limits, the seconds to wait.
+fn refusal_result(e: &GatewayError) -> Value {
+    let mut detail = json!({
+        "status": e.code.status().as_u16(),
+        "code": e.code.as_str(),
+        "message": e.message,
+    });
+    let retry_after = e
+        .headers
+        .iter()
+        .find(|(name, _)| name == http::header::RETRY_AFTER)
+        .and_then(|(_, v)| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(seconds) = retry_after {
+        detail["retry_after"] = seconds.into();
+    }
+    tool_error(detail)
+}
+
+fn tool_error(detail: Value) -> Value {
+    json!({
+        "content": [{ "type": "text", "text": detail.to_string() }],
+        "isError": true,
+    })
+}
+
+fn argument_error(message: &str) -> Value {
+    tool_error(json!({"status": 400, "code": "bad_request", "message": message}))
+}
+
+/// The discovery tools' definitions.
+fn discovery_tools() -> Vec<(String, Value)> {
+    let cursor = json!({"type": "string", "description": "nextCursor from the previous page"});
+    let read_only = json!({"readOnlyHint": true, "idempotentHint": true, "openWorldHint": false});
+    [
+        ("list_collections", "List the APIs (collections) whose endpoints you can call through execute_endpoint.", json!({"type": "object", "additionalProperties": false}), read_only.clone()),
+        ("list_endpoints", "List the endpoints you can call, optionally of one collection, a page at a time.", json!({"type": "object", "properties": {"collection": {"type": "string"}, "cursor": cursor}, "additionalProperties": false}), read_only.clone()),
+        ("search_endpoints", "Find endpoints whose name, path or description contain every word of the query.", json!({"type": "object", "properties": {"query": {"type": "string"}, "cursor": cursor}, "required": ["query"], "additionalProperties": false}), read_only.clone()),
+        ("endpoint_details", "Describe one endpoint: its method, path, input schema (the arguments execute_endpoint takes) and output schema.", json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"], "additionalProperties": false}), read_only),
+        ("execute_endpoint", "Call an endpoint by name with arguments matching its input schema (see endpoint_details).", json!({"type": "object", "properties": {"name": {"type": "string"}, "arguments": {"type": "object"}}, "required": ["name"], "additionalProperties": false}), json!({"readOnlyHint": false, "destructiveHint": true, "idempotentHint": false})),
+    ]
+    .into_iter()
+    .map(|(name, description, input, annotations)| {
+        (
+            name.to_owned(),
+            json!({"name": name, "description": description, "inputSchema": input, "annotations": annotations}),
+        )
+    })
+    .collect()
+}
+
+const INSTRUCTIONS: &str = "Each tool calls one API operation your credential may use, under its limits; a tool result with isError carries the API's status or the gateway's code (rate_limited and quota_exhausted include retry_after seconds).";
+
+fn server_info() -> Value {
+    json!({ "name": "portcullis", "title": "Portcullis Gateway MCP", "version": env!("CARGO_PKG_VERSION") })
+}
+
+fn encode_cursor(name: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name)
+}
+
+fn decode_cursor(cursor: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn accepted() -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    response
+}
+
+fn rpc_response(status: StatusCode, message: &Value) -> Response<Body> {
+    let mut response = json_response(status, message);
+    // Answers depend on the caller's credential.
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    response
+}
