@@ -384,9 +384,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let applied = &report.applied;
             print!("{}", plan::render(&applied.changes));
             if applied.committed {
-                println!("Imported into '{id}': configuration version {}.", applied.version);
+                println!(
+                    "Imported into '{id}': configuration version {}.",
+                    applied.version
+                );
             } else if dry_run {
-                println!("Dry run: nothing changed (configuration version {}).", applied.version);
+                println!(
+                    "Dry run: nothing changed (configuration version {}).",
+                    applied.version
+                );
             } else {
                 println!("No changes (configuration version {}).", applied.version);
             }

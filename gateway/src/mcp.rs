@@ -42,8 +42,11 @@ pub const PATH_PREFIX_RESERVED: &str = "/mcp/";
 pub const METADATA_ROOT: &str = "/.well-known/oauth-protected-resource";
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/mcp";
 
-/// Protocol versions served with `initialize` and sessions, oldest first.
+/// Protocol versions served with `initialize` and sessions, oldest first. 2025-03-26 is
+/// accepted in the `MCP-Protocol-Version` header (the transport's default when a client sends
+/// none) but never negotiated: its JSON-RPC batches are not supported.
 pub const LEGACY_VERSIONS: [&str; 2] = ["2025-06-18", "2025-11-25"];
+const ACCEPTED_LEGACY_HEADER: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
 /// Stateless protocol versions.
 pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
 
@@ -186,8 +189,12 @@ fn era(
     use jsonrpc::Incoming;
     let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let (id, method, params) = match message {
-        Incoming::Request { id, method, params } => (id.clone(), Some(method.as_str()), Some(params)),
-        Incoming::Notification { method, params } => (Value::Null, Some(method.as_str()), Some(params)),
+        Incoming::Request { id, method, params } => {
+            (id.clone(), Some(method.as_str()), Some(params))
+        }
+        Incoming::Notification { method, params } => {
+            (Value::Null, Some(method.as_str()), Some(params))
+        }
         Incoming::Response => (Value::Null, None, None),
     };
     let meta_version = params
@@ -195,7 +202,7 @@ fn era(
         .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"));
     let header_version = header(&MCP_PROTOCOL_VERSION);
     let modern = meta_version.is_some()
-        || header_version.is_some_and(|v| !LEGACY_VERSIONS.contains(&v) && v > "2025-11-25");
+        || header_version.is_some_and(|v| !ACCEPTED_LEGACY_HEADER.contains(&v) && v > "2025-11-25");
     if modern {
         let mismatch = |what: String| {
             Refused::Rpc(
@@ -208,13 +215,21 @@ fn era(
             return Err(Refused::Rpc(
                 StatusCode::BAD_REQUEST,
                 Value::Null,
-                RpcError::new(jsonrpc::INVALID_REQUEST, "clients of this protocol version send no responses"),
+                RpcError::new(
+                    jsonrpc::INVALID_REQUEST,
+                    "clients of this protocol version send no responses",
+                ),
             ));
         };
         let Some(version) = header_version else {
-            return Err(mismatch("the MCP-Protocol-Version header is required".into()));
+            return Err(mismatch(
+                "the MCP-Protocol-Version header is required".into(),
+            ));
         };
-        if meta_version.and_then(Value::as_str).is_some_and(|m| m != version) {
+        if meta_version
+            .and_then(Value::as_str)
+            .is_some_and(|m| m != version)
+        {
             return Err(mismatch(format!(
                 "MCP-Protocol-Version header value '{version}' does not match body value '{}'",
                 meta_version.and_then(Value::as_str).unwrap_or_default()
@@ -232,7 +247,11 @@ fn era(
                 Some(_) => {}
             }
             if matches!(method, "tools/call" | "prompts/get" | "resources/read") {
-                let field = if method == "resources/read" { "uri" } else { "name" };
+                let field = if method == "resources/read" {
+                    "uri"
+                } else {
+                    "name"
+                };
                 let body_name = params.and_then(|p| p.get(field)).and_then(Value::as_str);
                 let header_name = headers.get(&MCP_NAME).map(decode_header_value);
                 match (header_name, body_name) {
@@ -312,7 +331,9 @@ fn era(
         .open(id_header, now, ttl)
         // A session is not a credential: it is honoured only for the profile that opened it,
         // and one of another profile is indistinguishable from an unknown one.
-        .filter(|s| s.client == caller.client.id.as_str() && s.profile == caller.profile.id.as_str())
+        .filter(|s| {
+            s.client == caller.client.id.as_str() && s.profile == caller.profile.id.as_str()
+        })
         .ok_or_else(|| {
             Refused::Http(GatewayError::new(
                 ErrorCode::SessionNotFound,
@@ -320,18 +341,16 @@ fn era(
             ))
         })?;
     if let Some(version) = header_version
-        && version != session.version
+        && !ACCEPTED_LEGACY_HEADER.contains(&version)
     {
         return Err(Refused::Rpc(
             StatusCode::BAD_REQUEST,
             id,
             RpcError::new(
                 jsonrpc::INVALID_REQUEST,
-                format!(
-                    "MCP-Protocol-Version '{version}' is not the session's negotiated version '{}'",
-                    session.version
-                ),
-            ),
+                format!("unsupported MCP-Protocol-Version '{version}'"),
+            )
+            .with_data(json!({"supported": LEGACY_VERSIONS, "requested": version})),
         ));
     }
     Ok(Era::Legacy(session.version))
@@ -361,9 +380,12 @@ fn check_origin(settings: &McpSettings, headers: &http::HeaderMap) -> Result<(),
     let Some(origin) = headers.get(http::header::ORIGIN) else {
         return Ok(());
     };
-    let allowed = origin
-        .to_str()
-        .is_ok_and(|o| settings.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)));
+    let allowed = origin.to_str().is_ok_and(|o| {
+        settings
+            .allowed_origins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(o))
+    });
     if allowed {
         Ok(())
     } else {
@@ -485,7 +507,11 @@ fn metadata(gw: &Gateway, method: &Method) -> Result<Response<Body>, GatewayErro
         .with_header(ALLOW, HeaderValue::from_static("GET, HEAD")));
     }
     let snapshot = gw.snapshot.current();
-    let servers: Vec<&str> = snapshot.providers.iter().map(|p| p.issuer.as_str()).collect();
+    let servers: Vec<&str> = snapshot
+        .providers
+        .iter()
+        .map(|p| p.issuer.as_str())
+        .collect();
     let mut scopes: Vec<&str> = snapshot
         .collections
         .iter()
@@ -547,9 +573,15 @@ mod tests {
         };
         let mut headers = http::HeaderMap::new();
         assert!(check_origin(&settings, &headers).is_ok());
-        headers.insert(http::header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8080"));
+        headers.insert(
+            http::header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
         assert!(check_origin(&settings, &headers).is_ok());
-        headers.insert(http::header::ORIGIN, HeaderValue::from_static("http://evil.example"));
+        headers.insert(
+            http::header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
         assert_eq!(
             check_origin(&settings, &headers).unwrap_err().code,
             ErrorCode::OriginNotAllowed

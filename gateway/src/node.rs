@@ -256,7 +256,9 @@ pub async fn run(
                 crate::mcp::PATH
             ),
             allowed_origins: if settings.mcp_allowed_origins.is_empty() {
-                vec![origin(settings.public_url.as_deref().unwrap_or(&gateway_url))]
+                vec![origin(
+                    settings.public_url.as_deref().unwrap_or(&gateway_url),
+                )]
             } else {
                 settings.mcp_allowed_origins.clone()
             },
@@ -307,7 +309,6 @@ pub async fn run(
         mcp,
     });
     let health = Arc::new(Health::default());
-
 
     let limits = ConnectionLimits {
         max_head_bytes: settings.max_header_bytes.saturating_mul(2).max(64 * 1024),

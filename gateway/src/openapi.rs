@@ -43,7 +43,9 @@ pub enum ImportError {
 pub fn import(text: &str) -> Result<Imported, ImportError> {
     let doc: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(_) => serde_saphyr::from_str(text).map_err(|e| ImportError::Unreadable(e.to_string()))?,
+        Err(_) => {
+            serde_saphyr::from_str(text).map_err(|e| ImportError::Unreadable(e.to_string()))?
+        }
     };
     let version = doc.get("openapi").and_then(Value::as_str).unwrap_or("");
     let v30 = version.starts_with("3.0");
@@ -90,8 +92,10 @@ pub fn import(text: &str) -> Result<Imported, ImportError> {
                         n += 1;
                     }
                     if operation.id.0 != base {
-                        out.notes
-                            .push(format!("{at}: operation id '{base}' is taken; imported as '{}'", operation.id));
+                        out.notes.push(format!(
+                            "{at}: operation id '{base}' is taken; imported as '{}'",
+                            operation.id
+                        ));
                     }
                     out.operations.push(operation);
                 }
@@ -147,9 +151,7 @@ pub struct ImportReport {
 pub enum ApplyImportError {
     #[error(transparent)]
     Document(#[from] ImportError),
-    #[error(
-        "collection '{0}' does not exist yet: give its base path and at least one upstream"
-    )]
+    #[error("collection '{0}' does not exist yet: give its base path and at least one upstream")]
     NewCollectionIncomplete(crate::model::CollectionId),
     #[error(transparent)]
     Apply(#[from] crate::plan::ApplyError),
@@ -201,7 +203,10 @@ pub async fn import_into_store(
     };
     let mut collection = merge_into(collection, &imported);
     if expose_all {
-        collection.mcp.get_or_insert_with(Default::default).expose_all = true;
+        collection
+            .mcp
+            .get_or_insert_with(Default::default)
+            .expose_all = true;
     }
     let file = crate::model::Config {
         collections: vec![collection],
@@ -280,7 +285,12 @@ impl Resolver<'_> {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .chain(op.get("parameters").and_then(Value::as_array).into_iter().flatten());
+            .chain(
+                op.get("parameters")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten(),
+            );
         for (i, raw) in declared.enumerate() {
             let raw = self.follow(raw)?;
             let Some(p) = self.parameter(&raw, notes, &format!("{at}.parameters[{i}]"))? else {
@@ -294,7 +304,9 @@ impl Resolver<'_> {
                 .iter()
                 .any(|p| p.location == ParameterLocation::Path && p.name == name)
             {
-                notes.push(format!("{at}: path parameter '{name}' is not declared; imported as a string"));
+                notes.push(format!(
+                    "{at}: path parameter '{name}' is not declared; imported as a string"
+                ));
             }
         }
         parameters.retain(|p| {
@@ -335,12 +347,13 @@ impl Resolver<'_> {
                 ..Default::default()
             }),
             Some(v) => Some(
-                serde_json::from_value(v.clone())
-                    .map_err(|e| format!("x-portcullis-mcp: {e}"))?,
+                serde_json::from_value(v.clone()).map_err(|e| format!("x-portcullis-mcp: {e}"))?,
             ),
         };
         let status = if op.get("deprecated") == Some(&Value::Bool(true)) {
-            notes.push(format!("{at}: deprecated; imported as a draft (not routed)"));
+            notes.push(format!(
+                "{at}: deprecated; imported as a draft (not routed)"
+            ));
             Status::Draft
         } else {
             Status::Published
@@ -425,7 +438,9 @@ impl Resolver<'_> {
             _ => ParameterType::String,
         };
         if schema.get("type").and_then(Value::as_str) == Some("object") {
-            return Err(format!("parameter '{name}' is an object, which is not supported"));
+            return Err(format!(
+                "parameter '{name}' is an object, which is not supported"
+            ));
         }
         // The plain type says it all for simple schemas; anything richer is kept whole.
         let simple = schema.as_object().is_some_and(|o| {
@@ -500,7 +515,9 @@ impl Resolver<'_> {
             {
                 let name = name.replace("~1", "/").replace("~0", "~");
                 pending.insert(name.clone());
-                return Ok(json!({ "$ref": format!("#/$defs/{}", name.replace('~', "~0").replace('/', "~1")) }));
+                return Ok(
+                    json!({ "$ref": format!("#/$defs/{}", name.replace('~', "~0").replace('/', "~1")) }),
+                );
             }
             // Any other local reference is inlined.
             let target = self.lookup(reference)?.clone();
@@ -522,8 +539,16 @@ impl Resolver<'_> {
                     }
                     out.insert(key.clone(), Value::Object(props));
                 }
-                "items" | "additionalProperties" | "not" | "contains" | "propertyNames"
-                | "if" | "then" | "else" | "unevaluatedProperties" | "unevaluatedItems" => {
+                "items"
+                | "additionalProperties"
+                | "not"
+                | "contains"
+                | "propertyNames"
+                | "if"
+                | "then"
+                | "else"
+                | "unevaluatedProperties"
+                | "unevaluatedItems" => {
                     out.insert(key.clone(), self.convert(value, pending)?);
                 }
                 "allOf" | "anyOf" | "oneOf" | "prefixItems" => {
@@ -543,7 +568,10 @@ impl Resolver<'_> {
         }
         if self.v30 {
             // Boolean exclusive bounds qualify `minimum`/`maximum`.
-            for (flag, bound) in [("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")] {
+            for (flag, bound) in [
+                ("exclusiveMinimum", "minimum"),
+                ("exclusiveMaximum", "maximum"),
+            ] {
                 if map.get(flag) == Some(&Value::Bool(true))
                     && let Some(limit) = out.remove(bound)
                 {
@@ -618,7 +646,15 @@ mod tests {
         let imported = import(PETSTORE).unwrap();
         assert_eq!(imported.title, "Swagger Petstore");
         let ids: Vec<&str> = imported.operations.iter().map(|o| o.id.as_str()).collect();
-        assert_eq!(ids, ["findPets", "addPet", "find pet by id".replace(' ', "_").as_str(), "deletePet"]);
+        assert_eq!(
+            ids,
+            [
+                "findPets",
+                "addPet",
+                "find pet by id".replace(' ', "_").as_str(),
+                "deletePet"
+            ]
+        );
         let find = &imported.operations[0];
         assert_eq!(find.methods, ["GET"]);
         assert_eq!(find.parameters.len(), 2);
@@ -632,7 +668,10 @@ mod tests {
         assert!(response["$defs"]["Pet"]["allOf"][0]["$ref"] == "#/$defs/NewPet");
         assert!(response["$defs"]["NewPet"]["required"] == json!(["name"]));
         let add = &imported.operations[1];
-        assert_eq!(add.request_schema.as_ref().unwrap()["$ref"], "#/$defs/NewPet");
+        assert_eq!(
+            add.request_schema.as_ref().unwrap()["$ref"],
+            "#/$defs/NewPet"
+        );
         let by_id = &imported.operations[2];
         assert_eq!(by_id.path, "/pets/{id}");
         assert!(by_id.parameters[0].required);
@@ -681,7 +720,10 @@ components:
         // Paths in document key order (sorted).
         assert_eq!(ids, ["post_form", "get_things_id"], "{:?}", imported.notes);
         let things = &imported.operations[1];
-        assert_eq!(things.parameters[0].schema, Some(json!({"type": ["string", "null"]})));
+        assert_eq!(
+            things.parameters[0].schema,
+            Some(json!({"type": ["string", "null"]}))
+        );
         assert_eq!(
             things.parameters[1].schema,
             Some(json!({"type": "integer", "exclusiveMinimum": 0, "examples": [3]}))
@@ -691,26 +733,55 @@ components:
         assert_eq!(things.response_schema, Some(json!({"type": "string"})));
         let form = &imported.operations[0];
         assert_eq!(form.scopes, ["write"]);
-        assert_eq!(form.mcp.as_ref().unwrap().tool_name.as_deref(), Some("submit_form"));
+        assert_eq!(
+            form.mcp.as_ref().unwrap().tool_name.as_deref(),
+            Some("submit_form")
+        );
         assert!(form.request_schema.is_none());
         let notes = imported.notes.join("\n");
         assert!(notes.contains("paths./things/{id}.get.parameters[1]: parameter 'session' in 'cookie' is not supported; left out"), "{notes}");
-        assert!(notes.contains("paths./files/{name}.json.get: the path cannot be a Portcullis template"), "{notes}");
-        assert!(notes.contains("paths./ext.post: external reference 'other.yaml#/Thing' is not supported"), "{notes}");
-        assert!(notes.contains("paths./form.post.requestBody: only JSON bodies"), "{notes}");
+        assert!(
+            notes
+                .contains("paths./files/{name}.json.get: the path cannot be a Portcullis template"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains(
+                "paths./ext.post: external reference 'other.yaml#/Thing' is not supported"
+            ),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("paths./form.post.requestBody: only JSON bodies"),
+            "{notes}"
+        );
 
         // A recursive type is kept as $defs.
         let doc2 = doc.replace("\"200\": { description: ok, content: { application/problem+json: { schema: { type: string } } } }", "");
-        let node = import(&doc2).unwrap().operations[1].response_schema.clone().unwrap();
+        let node = import(&doc2).unwrap().operations[1]
+            .response_schema
+            .clone()
+            .unwrap();
         assert_eq!(node["$ref"], "#/$defs/Node");
-        assert_eq!(node["$defs"]["Node"]["properties"]["next"]["$ref"], "#/$defs/Node");
+        assert_eq!(
+            node["$defs"]["Node"]["properties"]["next"]["$ref"],
+            "#/$defs/Node"
+        );
         assert!(node["$defs"]["Node"].get("x-internal").is_none());
     }
 
     #[test]
     fn refuses_what_is_not_openapi_3() {
-        assert!(matches!(import("swagger: '2.0'\npaths: {}"), Err(ImportError::Unsupported(m)) if m.contains("Swagger 2.0")));
-        assert!(matches!(import("openapi: 4.0.0"), Err(ImportError::Unsupported(_))));
-        assert!(matches!(import(": : :\n- ["), Err(ImportError::Unreadable(_))));
+        assert!(
+            matches!(import("swagger: '2.0'\npaths: {}"), Err(ImportError::Unsupported(m)) if m.contains("Swagger 2.0"))
+        );
+        assert!(matches!(
+            import("openapi: 4.0.0"),
+            Err(ImportError::Unsupported(_))
+        ));
+        assert!(matches!(
+            import(": : :\n- ["),
+            Err(ImportError::Unreadable(_))
+        ));
     }
 }

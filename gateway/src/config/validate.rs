@@ -213,13 +213,18 @@ impl Validator {
                 };
                 let here = format!("collection '{}' operation '{}'", c.id, op.id);
                 let problem = if crate::mcp::tools::DISCOVERY_TOOLS.contains(&name) {
-                    Some(format!("'{name}' is reserved for the catalogue mode's discovery tools"))
+                    Some(format!(
+                        "'{name}' is reserved for the catalogue mode's discovery tools"
+                    ))
                 } else {
                     seen.insert(name, here.clone())
                         .map(|other| format!("tool name '{name}' is already used by {other}"))
                 };
                 if let (Some(problem), Some(i)) = (problem, i) {
-                    self.fail(format!("collections[{i}].operations[{k}].mcp.tool_name"), problem);
+                    self.fail(
+                        format!("collections[{i}].operations[{k}].mcp.tool_name"),
+                        problem,
+                    );
                 }
             }
         }
@@ -231,9 +236,10 @@ impl Validator {
                 format!("{at}.base_path"),
                 "a base path is literal: no parameters or wildcard",
             ),
-            Ok(_) if c.base_path == crate::mcp::PATH
-                || c.base_path.starts_with(crate::mcp::PATH_PREFIX_RESERVED)
-                || c.base_path.starts_with("/.well-known") =>
+            Ok(_)
+                if c.base_path == crate::mcp::PATH
+                    || c.base_path.starts_with(crate::mcp::PATH_PREFIX_RESERVED)
+                    || c.base_path.starts_with("/.well-known") =>
             {
                 self.fail(
                     format!("{at}.base_path"),
@@ -456,12 +462,14 @@ impl Validator {
                     );
                 }
             }
-            if p
-                .schema
+            if p.schema
                 .as_ref()
                 .is_some_and(|s| !(s.is_object() || s.is_boolean()))
             {
-                self.fail(format!("{path}.schema"), "a JSON Schema is an object or a boolean");
+                self.fail(
+                    format!("{path}.schema"),
+                    "a JSON Schema is an object or a boolean",
+                );
             }
             if p.location == crate::model::ParameterLocation::Path && !in_template {
                 self.fail(

@@ -46,7 +46,11 @@ struct Offered<'s> {
 
 impl<'s> Context<'_, 's> {
     /// Answers one message.
-    pub(super) async fn answer(&self, message: Incoming, draft: &mut crate::audit::Draft) -> Response<Body> {
+    pub(super) async fn answer(
+        &self,
+        message: Incoming,
+        draft: &mut crate::audit::Draft,
+    ) -> Response<Body> {
         let (id, method, params) = match message {
             Incoming::Request { id, method, params } => (id, method, params),
             Incoming::Notification { method, .. } => {
@@ -81,7 +85,9 @@ impl<'s> Context<'_, 's> {
             }
         };
         match outcome {
-            Ok(result) => rpc_response(StatusCode::OK, &jsonrpc::result(&id, self.envelope(result))),
+            Ok(result) => {
+                rpc_response(StatusCode::OK, &jsonrpc::result(&id, self.envelope(result)))
+            }
             Err(error) => rpc_response(StatusCode::OK, &jsonrpc::error(&id, &error)),
         }
     }
@@ -151,7 +157,9 @@ impl<'s> Context<'_, 's> {
                 .mcp_mode
                 .unwrap_or(self.gw.mcp.settings.default_mode);
             for (oi, operation) in collection.operations.iter().enumerate() {
-                let Some(tool) = &operation.tool else { continue };
+                let Some(tool) = &operation.tool else {
+                    continue;
+                };
                 if crate::authz::grant(self.caller, collection, operation).is_err() {
                     continue;
                 }
@@ -185,9 +193,8 @@ impl<'s> Context<'_, 's> {
         let start = match params.get("cursor") {
             None | Some(Value::Null) => 0,
             Some(Value::String(cursor)) => {
-                let after = decode_cursor(cursor).ok_or_else(|| {
-                    RpcError::new(jsonrpc::INVALID_PARAMS, "Invalid cursor")
-                })?;
+                let after = decode_cursor(cursor)
+                    .ok_or_else(|| RpcError::new(jsonrpc::INVALID_PARAMS, "Invalid cursor"))?;
                 definitions.partition_point(|(name, _)| name.as_str() <= after.as_str())
             }
             Some(_) => return Err(RpcError::new(jsonrpc::INVALID_PARAMS, "Invalid cursor")),
@@ -213,7 +220,10 @@ impl<'s> Context<'_, 's> {
     ) -> Result<Value, RpcError> {
         let Some(name) = params.get("name").and_then(Value::as_str) else {
             draft.refusal = Some(ErrorCode::BadRequest);
-            return Err(RpcError::new(jsonrpc::INVALID_PARAMS, "params.name must be a string"));
+            return Err(RpcError::new(
+                jsonrpc::INVALID_PARAMS,
+                "params.name must be a string",
+            ));
         };
         let arguments = match params.get("arguments") {
             None | Some(Value::Null) => Value::Object(Map::new()),
@@ -245,7 +255,12 @@ impl<'s> Context<'_, 's> {
             Some(&(ci, oi)) => {
                 let collection = &self.snapshot.collections[ci];
                 let operation = &collection.operations[oi];
-                crate::pipeline::describe(draft, collection, operation, &operation_method(operation));
+                crate::pipeline::describe(
+                    draft,
+                    collection,
+                    operation,
+                    &operation_method(operation),
+                );
                 match crate::authz::grant(self.caller, collection, operation) {
                     Err(e) => e.code,
                     // Granted, but offered through the catalogue's execute_endpoint.
@@ -321,7 +336,9 @@ impl<'s> Context<'_, 's> {
             Err(e) => {
                 draft.refusal = Some(ErrorCode::BadRequest);
                 draft.status = Some(400);
-                return tool_error(json!({"status": 400, "code": "bad_request", "message": format!("the arguments do not make a valid request: {e}")}));
+                return tool_error(
+                    json!({"status": 400, "code": "bad_request", "message": format!("the arguments do not make a valid request: {e}")}),
+                );
             }
         };
         let call = Call {
@@ -349,7 +366,11 @@ impl<'s> Context<'_, 's> {
 
     /// The upstream's answer as a tool result: JSON as text plus structured content, a
     /// failure status as `isError`.
-    async fn tool_result(&self, response: Response<Body>, draft: &mut crate::audit::Draft) -> Value {
+    async fn tool_result(
+        &self,
+        response: Response<Body>,
+        draft: &mut crate::audit::Draft,
+    ) -> Value {
         let status = response.status();
         let limit = self.gw.settings.max_body_bytes;
         let content_type = response
@@ -371,19 +392,44 @@ impl<'s> Context<'_, 's> {
                     }
                 };
                 draft.refusal = Some(code);
-                return tool_error(json!({"status": code.status().as_u16(), "code": code.as_str(), "message": message}));
+                return tool_error(
+                    json!({"status": code.status().as_u16(), "code": code.as_str(), "message": message}),
+                );
             }
         };
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         if !status.is_success() {
-            let detail = parsed.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&body).into_owned()));
+            let detail = parsed
+                .unwrap_or_else(|| Value::String(String::from_utf8_lossy(&body).into_owned()));
             return tool_error(json!({
                 "status": status.as_u16(),
                 "message": format!("the API answered {status}"),
                 "body": detail,
             }));
         }
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match parsed {
+            _ if media.starts_with("image/") || media.starts_with("audio/") => {
+                use base64::Engine as _;
+                let kind = if media.starts_with("image/") {
+                    "image"
+                } else {
+                    "audio"
+                };
+                json!({
+                    "content": [{
+                        "type": kind,
+                        "data": base64::engine::general_purpose::STANDARD.encode(&body),
+                        "mimeType": media,
+                    }],
+                    "isError": false,
+                })
+            }
             Some(value) => {
                 let structured = if Tool::wraps_output(&value) {
                     json!({ "result": value })
@@ -397,11 +443,18 @@ impl<'s> Context<'_, 's> {
                 })
             }
             None => match std::str::from_utf8(&body) {
-                Ok(text) => json!({
-                    "content": [{ "type": "text", "text": text }],
-                    "isError": false,
-                }),
-                Err(_) => {
+                Ok(text)
+                    if media.is_empty()
+                        || media.starts_with("text/")
+                        || media.ends_with("json")
+                        || media.ends_with("xml") =>
+                {
+                    json!({
+                        "content": [{ "type": "text", "text": text }],
+                        "isError": false,
+                    })
+                }
+                _ => {
                     use base64::Engine as _;
                     json!({
                         "content": [{
@@ -452,7 +505,8 @@ impl<'s> Context<'_, 's> {
                 Some(_) => return Err(RpcError::new(jsonrpc::INVALID_PARAMS, "Invalid cursor")),
             };
             let chunk: Vec<&&Offered<'_>> = items.iter().skip(start).take(CATALOGUE_PAGE).collect();
-            let mut out = json!({ "endpoints": chunk.iter().map(|o| summary(o)).collect::<Vec<_>>() });
+            let mut out =
+                json!({ "endpoints": chunk.iter().map(|o| summary(o)).collect::<Vec<_>>() });
             if start + chunk.len() < items.len()
                 && let Some(last) = chunk.last()
             {
@@ -481,7 +535,11 @@ impl<'s> Context<'_, 's> {
                 page(
                     catalogue
                         .iter()
-                        .filter(|o| wanted.is_none_or(|w| self.snapshot.collections[o.collection].id.as_str() == w))
+                        .filter(|o| {
+                            wanted.is_none_or(|w| {
+                                self.snapshot.collections[o.collection].id.as_str() == w
+                            })
+                        })
                         .collect(),
                 )?
             }

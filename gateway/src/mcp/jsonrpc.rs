@@ -57,8 +57,12 @@ impl RpcError {
 /// Reads one message. On failure, the error to answer and the request's id if it was
 /// readable.
 pub fn parse(body: &[u8]) -> Result<Incoming, (RpcError, Value)> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| (RpcError::new(PARSE_ERROR, format!("parse error: {e}")), Value::Null))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        (
+            RpcError::new(PARSE_ERROR, format!("parse error: {e}")),
+            Value::Null,
+        )
+    })?;
     let Value::Object(mut message) = value else {
         let what = if value.is_array() {
             "batches are not supported: send one JSON-RPC message per request"
@@ -150,13 +154,30 @@ mod tests {
             (b"[]", INVALID_REQUEST, Value::Null),
             (b"42", INVALID_REQUEST, Value::Null),
             (br#"{"id":1,"method":"ping"}"#, INVALID_REQUEST, json!(1)),
-            (br#"{"jsonrpc":"2.0","id":2,"method":3}"#, INVALID_REQUEST, json!(2)),
-            (br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, INVALID_REQUEST, Value::Null),
-            (br#"{"jsonrpc":"2.0","id":3,"method":"ping","params":[1]}"#, INVALID_PARAMS, json!(3)),
+            (
+                br#"{"jsonrpc":"2.0","id":2,"method":3}"#,
+                INVALID_REQUEST,
+                json!(2),
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+                INVALID_REQUEST,
+                Value::Null,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":3,"method":"ping","params":[1]}"#,
+                INVALID_PARAMS,
+                json!(3),
+            ),
         ];
         for (body, code, id) in cases {
             let (e, got) = parse(body).unwrap_err();
-            assert_eq!((e.code, got), (code, id), "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                (e.code, got),
+                (code, id),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }

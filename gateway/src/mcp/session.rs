@@ -60,8 +60,8 @@ impl SessionKeys {
             opened: now,
             nonce: uuid::Uuid::new_v4().simple().to_string(),
         };
-        let payload = URL_SAFE_NO_PAD
-            .encode(serde_json::to_vec(&session).expect("a session serialises"));
+        let payload =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&session).expect("a session serialises"));
         let mac = URL_SAFE_NO_PAD.encode(self.mac(payload.as_bytes()));
         format!("{payload}.{mac}")
     }
@@ -102,14 +102,25 @@ mod tests {
         let id = k.issue("acme", "acme-sbx", "2025-11-25", 1_000);
         assert!(id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         let s = k.open(&id, 1_100, 3_600).unwrap();
-        assert_eq!((s.client.as_str(), s.profile.as_str()), ("acme", "acme-sbx"));
+        assert_eq!(
+            (s.client.as_str(), s.profile.as_str()),
+            ("acme", "acme-sbx")
+        );
         assert_eq!(s.version, "2025-11-25");
         assert!(k.open(&id, 1_000 + 3_600, 3_600).is_none(), "expired");
-        assert!(keys("b").open(&id, 1_100, 3_600).is_none(), "another secret");
-        assert_ne!(id, k.issue("acme", "acme-sbx", "2025-11-25", 1_000), "unique");
+        assert!(
+            keys("b").open(&id, 1_100, 3_600).is_none(),
+            "another secret"
+        );
+        assert_ne!(
+            id,
+            k.issue("acme", "acme-sbx", "2025-11-25", 1_000),
+            "unique"
+        );
         // Any change to the payload breaks the signature.
         let (payload, mac) = id.split_once('.').unwrap();
-        let mut forged = serde_json::from_slice::<Session>(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        let mut forged =
+            serde_json::from_slice::<Session>(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         forged.profile = "other".into();
         let forged = format!(
             "{}.{mac}",

@@ -178,6 +178,12 @@ impl Tool {
             properties.insert(property.clone(), schema);
             property
         });
+        // Schemas imported from OpenAPI keep shared types as `$defs`, referred to from their
+        // own root; nested here, those definitions move to the input schema's root.
+        let mut defs = Map::new();
+        for schema in properties.values_mut() {
+            hoist_defs(schema, &mut defs);
+        }
         let mut input = Map::new();
         input.insert("type".into(), "object".into());
         input.insert("properties".into(), Value::Object(properties));
@@ -185,12 +191,22 @@ impl Tool {
             input.insert("required".into(), Value::Array(required));
         }
         input.insert("additionalProperties".into(), Value::Bool(false));
+        if !defs.is_empty() {
+            input.insert("$defs".into(), Value::Object(defs));
+        }
 
         let output_schema = op.response_schema.as_ref().map(|schema| {
             if is_object_schema(schema) {
                 schema.clone()
             } else {
-                json!({"type": "object", "properties": {"result": schema}, "required": ["result"]})
+                let mut inner = schema.clone();
+                let mut defs = Map::new();
+                hoist_defs(&mut inner, &mut defs);
+                let mut wrapped = json!({"type": "object", "properties": {"result": inner}, "required": ["result"]});
+                if !defs.is_empty() {
+                    wrapped["$defs"] = Value::Object(defs);
+                }
+                wrapped
             }
         });
 
@@ -406,6 +422,13 @@ fn parameter_schema(schema: Option<&Value>, kind: ParameterType, description: &s
     schema
 }
 
+/// Moves `schema`'s own `$defs` into `defs` (the enclosing schema's root).
+fn hoist_defs(schema: &mut Value, defs: &mut Map<String, Value>) {
+    if let Some(Value::Object(own)) = schema.as_object_mut().and_then(|o| o.remove("$defs")) {
+        defs.extend(own);
+    }
+}
+
 fn is_object_schema(schema: &Value) -> bool {
     schema.get("type").and_then(Value::as_str) == Some("object")
 }
@@ -572,7 +595,10 @@ operations:
             .request(&json!({"id": 7, "query_id": "a b", "fields": ["x", "y&z"], "X-Trace": "t"}))
             .unwrap();
         assert_eq!(built.path_params["id"], "7");
-        assert_eq!(built.query.as_deref(), Some("id=a%20b&fields=x&fields=y%26z"));
+        assert_eq!(
+            built.query.as_deref(),
+            Some("id=a%20b&fields=x&fields=y%26z")
+        );
         assert_eq!(built.headers[0].0, "x-trace");
         assert_eq!(built.body, None);
     }

@@ -44,7 +44,7 @@ impl Seen {
 
 /// A real HTTP upstream on a loopback port. Paths it understands (after any prefix):
 /// `.../slow/{ms}` waits before answering; `.../download/{bytes}` streams that many bytes;
-/// anything else echoes the request as
+/// `.../status/{code}` answers with that status; anything else echoes the request as
 /// JSON (`method`, `target`, `body_len`).
 #[derive(Clone)]
 pub struct Upstream {
@@ -128,6 +128,15 @@ async fn answer(
     match segments.as_slice() {
         [.., "slow", ms] => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(1000))).await;
+        }
+        [.., "status", code] => {
+            let status = code.parse().unwrap_or(500);
+            let json = serde_json::json!({"error": "as asked", "target": target});
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(json.to_string())).boxed())
+                .unwrap());
         }
         [.., "download", n] => {
             let total: usize = n.parse().unwrap_or(0);
