@@ -101,6 +101,7 @@ collections:
     base_path: /demo
     description: Demo orders API served by the built-in demo upstream
     version: "1"
+    mcp: {{ expose_all: true }}
     upstreams:
       sandbox: http://{addr}/sandbox
       production: http://{addr}/production
@@ -201,6 +202,10 @@ pub fn banner(gateway: &str, admin: &str, quotas: Option<&str>, token: &str) -> 
          \x20 curl -i {auth} {gateway}/demo/nowhere    # 404 route_not_found\n\
          \x20 curl -i {auth} -X PUT {gateway}/demo/hello    # 405 method_not_allowed\n\
          \x20 {quota} usage --policy demo --client demo-app --profile demo-sandbox\n\
-         \x20 curl -s {admin}/readyz\n"
+         \x20 curl -s {admin}/readyz\n\
+         Agents use the same token through MCP at {gateway}/mcp; the demo's operations are its tools:\n\
+         \x20 curl -s {auth} -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: get-order' {gateway}/mcp -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"get-order\",\"arguments\":{{\"id\":\"42\"}},\"_meta\":{{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\",\"io.modelcontextprotocol/clientCapabilities\":{{}}}}}}}}'\n\
+         MCP client configuration (Claude, Cursor, VS Code and other clients that take an HTTP server with headers):\n\
+         \x20 {{\"mcpServers\": {{\"portcullis-demo\": {{\"type\": \"http\", \"url\": \"{gateway}/mcp\", \"headers\": {{\"Authorization\": \"Bearer {token}\"}}}}}}}}\n"
     )
 }

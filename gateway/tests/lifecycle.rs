@@ -46,6 +46,27 @@ async fn the_demo_answers_the_curl_lines_it_prints() {
         (&"ready".into(), &1.into())
     );
     assert_eq!(ready["audit"]["dropped"], 0);
+    // The MCP line calls the same operation as a tool.
+    let tool: serde_json::Value = serde_json::from_str(&outcomes[7]).unwrap();
+    assert_eq!(tool["result"]["isError"], false, "{tool}");
+    assert_eq!(
+        tool["result"]["structuredContent"]["environment"],
+        "sandbox"
+    );
+    // The client configuration printed is JSON naming the endpoint and the token.
+    let snippet = node
+        .stdout
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("{\"mcpServers\""))
+        .expect("a client configuration is printed");
+    let snippet: serde_json::Value = serde_json::from_str(snippet).unwrap();
+    let server = &snippet["mcpServers"]["portcullis-demo"];
+    assert_eq!(server["url"], format!("{}/mcp", node.gateway));
+    assert_eq!(
+        server["headers"]["Authorization"],
+        format!("Bearer {}", demo_token(&node.stdout))
+    );
 
     // The demo answers with data from the demo upstream's sandbox environment, for the token
     // it printed.
