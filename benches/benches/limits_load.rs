@@ -1,8 +1,9 @@
 //! What recording and limiting cost the gateway end to end: closed-loop load through a
 //! `portcullis` process (release build) to a tiny upstream — with no quota policy and request
 //! recording off (the reference), with recording (the default), with the in-process limiter,
-//! and with a remote `portcullis-limiter` node on Redis. Same run, same connection count;
-//! figures as ratios to the reference.
+//! with the in-process limiter and the same operation called as an MCP tool (`tools/call`,
+//! protocol 2026-07-28), and with a remote `portcullis-limiter` node on Redis. Same run, same
+//! connection count; figures as ratios to the reference.
 //!
 //! Needs the release binaries and Redis:
 //!
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -50,6 +51,7 @@ fn main() {
         "no policy, recording off",
         "no policy",
         "in-process limiter",
+        "in-process limiter, as an MCP tool call",
         "remote limiter (gRPC + Redis)",
     ] {
         let redis = std::env::var("PORTCULLIS_TEST_REDIS_URL").ok();
@@ -65,7 +67,7 @@ fn main() {
             "    quota_policy: bench\n"
         };
         let config = format!(
-            "collections:\n  - id: bench\n    base_path: /bench\n{policy}    upstreams: {{ sandbox: \"http://{upstream}\" }}\n    operations:\n      - {{ id: get, methods: [GET], path: / }}\nclients:\n  - id: load\n    partner: load\n    profiles:\n      - {{ id: load-sbx, environment: sandbox, collections: [bench] }}\n"
+            "collections:\n  - id: bench\n    base_path: /bench\n{policy}    upstreams: {{ sandbox: \"http://{upstream}\" }}\n    operations:\n      - {{ id: get, methods: [GET], path: /, mcp: {{}} }}\nclients:\n  - id: load\n    partner: load\n    profiles:\n      - {{ id: load-sbx, environment: sandbox, collections: [bench] }}\n"
         );
         let seed = run.join("seed.yaml");
         std::fs::write(
@@ -140,17 +142,16 @@ fn main() {
             .args(&args)
             .env("PORTCULLIS_LOG", "warn");
         let (gateway, found) = spawn(cmd, &["gateway: "]);
-        let url = format!("{}/bench/", found[0]);
         children.push(gateway);
+        let call = if mode.contains("MCP") {
+            Call::tool(&found[0], &token)
+        } else {
+            Call::rest(&found[0], &token)
+        };
 
-        let stats = rt.block_on(load(&url, &token, connections, Duration::from_secs(1)));
+        let stats = rt.block_on(load(&call, connections, Duration::from_secs(1)));
         assert!(stats.errors == 0, "warm-up failed for '{mode}'");
-        let stats = rt.block_on(load(
-            &url,
-            &token,
-            connections,
-            Duration::from_secs(seconds),
-        ));
+        let stats = rt.block_on(load(&call, connections, Duration::from_secs(seconds)));
         for mut child in children {
             let _ = child.kill();
             let _ = child.wait();
@@ -194,31 +195,84 @@ impl Stats {
     }
 }
 
+/// One request of the load: the operation over REST, or the same operation as a tool.
+#[derive(Clone)]
+struct Call {
+    method: hyper::Method,
+    uri: hyper::Uri,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+    /// A tool call answers 200 either way; its result says whether the operation succeeded.
+    tool: bool,
+}
+
+impl Call {
+    fn rest(gateway: &str, token: &str) -> Self {
+        Self {
+            method: hyper::Method::GET,
+            uri: format!("{gateway}/bench/").parse().unwrap(),
+            headers: vec![("authorization", format!("Bearer {token}"))],
+            body: Bytes::new(),
+            tool: false,
+        }
+    }
+
+    fn tool(gateway: &str, token: &str) -> Self {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        Self {
+            method: hyper::Method::POST,
+            uri: format!("{gateway}/mcp").parse().unwrap(),
+            headers: vec![
+                ("authorization", format!("Bearer {token}")),
+                ("content-type", "application/json".into()),
+                ("accept", "application/json, text/event-stream".into()),
+                ("mcp-protocol-version", "2026-07-28".into()),
+                ("mcp-method", "tools/call".into()),
+                ("mcp-name", "get".into()),
+            ],
+            body: Bytes::from_static(body.as_bytes()),
+            tool: true,
+        }
+    }
+
+    fn request(&self) -> hyper::Request<Full<Bytes>> {
+        let mut req = hyper::Request::builder()
+            .method(self.method.clone())
+            .uri(self.uri.clone());
+        for (name, value) in &self.headers {
+            req = req.header(*name, value);
+        }
+        req.body(Full::new(self.body.clone())).unwrap()
+    }
+}
+
 /// `connections` workers, each sending one request after another until `duration` ends.
-async fn load(url: &str, token: &str, connections: usize, duration: Duration) -> Stats {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+async fn load(call: &Call, connections: usize, duration: Duration) -> Stats {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(connections)
         .build_http();
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let (client, stop) = (client.clone(), stop.clone());
-            let uri: hyper::Uri = url.parse().unwrap();
-            let auth = format!("Bearer {token}");
+            let (client, stop, call) = (client.clone(), stop.clone(), call.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let req = hyper::Request::get(uri.clone())
-                        .header("authorization", &auth)
-                        .body(Empty::new())
-                        .unwrap();
                     let t = Instant::now();
-                    match client.request(req).await {
+                    match client.request(call.request()).await {
                         Ok(r) if r.status() == 200 => {
-                            let _ = r.into_body().collect().await;
-                            latencies.push(t.elapsed());
+                            let body = r.into_body().collect().await.map(|b| b.to_bytes());
+                            let failed = match &body {
+                                Ok(b) => call.tool && !contains(b, br#""isError":false"#),
+                                Err(_) => true,
+                            };
+                            if failed {
+                                errors += 1;
+                            } else {
+                                latencies.push(t.elapsed());
+                            }
                         }
                         Ok(_) | Err(_) => errors += 1,
                     }
@@ -242,6 +296,10 @@ async fn load(url: &str, token: &str, connections: usize, duration: Duration) ->
     stats.elapsed = started.elapsed();
     stats.latencies.sort_unstable();
     stats
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A tiny upstream answering a small JSON body.
