@@ -147,6 +147,7 @@ impl Audit {
             capture: None,
             status: None,
             refusal: None,
+            response_kept: None,
             record: RequestRecord {
                 schema: record::SCHEMA_VERSION,
                 request_id: request_id.to_owned(),
@@ -237,6 +238,9 @@ pub struct Draft {
     /// The refusal to record when the response does not carry it: a tool call's own (its
     /// JSON-RPC answer is a 200).
     pub refusal: Option<ErrorCode>,
+    /// The operation's response body, when it is not the body sent (see
+    /// [`Draft::capture_response`]).
+    response_kept: Option<bytes::Bytes>,
     pub record: RequestRecord,
 }
 
@@ -272,6 +276,15 @@ impl Draft {
             gateway: micros(total.saturating_sub(upstream).saturating_sub(self.limiter)),
             limiter: micros(self.limiter),
             upstream: micros(upstream),
+        }
+    }
+
+    /// The response body to capture when the answer sent is not the operation's own: a tool
+    /// call's JSON-RPC envelope carries the operation's body, which is what is kept (and
+    /// redacted).
+    pub fn capture_response(&mut self, body: bytes::Bytes) {
+        if self.capture.is_some() {
+            self.response_kept = Some(body);
         }
     }
 
@@ -354,8 +367,16 @@ impl Recorded {
         if let Some((settings, kept)) = &draft.capture {
             let request = kept.lock().expect("the capture lock is never poisoned");
             record.request_body = capture::render(&request, record.bytes_in, settings);
-            let response = self.kept.take().unwrap_or_default();
-            record.response_body = capture::render(&response, self.bytes_out, settings);
+            record.response_body = match draft.response_kept.take() {
+                Some(body) => {
+                    let kept = &body[..body.len().min(settings.max_bytes)];
+                    capture::render(kept, body.len() as u64, settings)
+                }
+                None => {
+                    let response = self.kept.take().unwrap_or_default();
+                    capture::render(&response, self.bytes_out, settings)
+                }
+            };
         }
         record.bytes_out = self.bytes_out;
         record.completed = completed;

@@ -8,7 +8,7 @@ mod validate;
 use std::fmt;
 use std::path::Path;
 
-pub use self::validate::{validate, validate_in};
+pub use self::validate::{gateway_owned_parameter, validate, validate_in};
 use crate::model::Config;
 
 /// The file formats `apply` and `validate` read and `export` writes.

@@ -107,6 +107,7 @@ pub(crate) async fn serve(
         return metadata(gw, req.method());
     }
     check_origin(&gw.mcp.settings, req.headers())?;
+    crate::pipeline::check_head_size(&req, gw.settings.max_header_bytes)?;
     if req.method() != Method::POST {
         // No server-initiated stream (GET), and sessions end by expiring: a signed session
         // cannot be withdrawn from every node (DELETE).

@@ -244,6 +244,23 @@ pub async fn run(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let gateway_url = format!("{scheme}://{}", gateway_listener.local_addr()?);
     let admin_url = format!("http://{}", admin_listener.local_addr()?);
+    if let Some(url) = &settings.public_url {
+        let parsed: http::Uri = url
+            .parse()
+            .with_context(|| format!("--public-url '{url}' is not a URL"))?;
+        let origin_only = matches!(parsed.scheme_str(), Some("http" | "https"))
+            && parsed.authority().is_some()
+            && matches!(parsed.path(), "" | "/")
+            && parsed.query().is_none();
+        if !origin_only {
+            bail!("--public-url '{url}' must be http(s)://host[:port], without a path");
+        }
+    } else if settings.listen.ip().is_unspecified() {
+        tracing::warn!(
+            listen = %settings.listen,
+            "the gateway listens on all addresses but --public-url is not set: the MCP resource and allowed origin are {gateway_url}, which clients cannot use; set --public-url"
+        );
+    }
     let mcp = crate::mcp::Mcp {
         settings: crate::mcp::McpSettings {
             resource: format!(

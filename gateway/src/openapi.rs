@@ -121,6 +121,10 @@ pub fn merge_into(mut collection: Collection, imported: &Imported) -> Collection
             op.target_path = op.target_path.or(previous.target_path.clone());
             op.capture_body = op.capture_body.or(previous.capture_body.clone());
             op.mcp = op.mcp.or(previous.mcp.clone());
+            // A document without x-portcullis-scopes never lifts scopes set by hand.
+            if op.scopes.is_empty() {
+                op.scopes = previous.scopes.clone();
+            }
             op.status = previous.status;
         }
         collection.operations.push(op);
@@ -390,10 +394,18 @@ impl Resolver<'_> {
             Some("path") => ParameterLocation::Path,
             Some("query") => ParameterLocation::Query,
             Some("header") => {
-                // OpenAPI: these header parameters are ignored.
-                if ["accept", "content-type", "authorization"]
-                    .contains(&name.to_ascii_lowercase().as_str())
-                {
+                // OpenAPI ignores Accept, Content-Type and Authorization parameters; the
+                // gateway sets those and others itself.
+                let owned = http::HeaderName::from_bytes(name.as_bytes())
+                    .map_or(true, |h| crate::config::gateway_owned_parameter(&h));
+                if owned {
+                    if !["accept", "content-type", "authorization"]
+                        .contains(&name.to_ascii_lowercase().as_str())
+                    {
+                        notes.push(format!(
+                            "{at}: header parameter '{name}' is set by the gateway; left out"
+                        ));
+                    }
                     return Ok(None);
                 }
                 ParameterLocation::Header
@@ -485,13 +497,13 @@ impl Resolver<'_> {
     fn schema(&self, schema: &Value) -> Result<Value, String> {
         let mut defs = BTreeMap::new();
         let mut pending = BTreeSet::new();
-        let mut root = self.convert(schema, &mut pending)?;
+        let mut root = self.convert(schema, &mut pending, 0)?;
         while let Some(name) = pending.pop_first() {
             if defs.contains_key(&name) {
                 continue;
             }
             let target = self.lookup(&format!("#/components/schemas/{name}"))?;
-            let converted = self.convert(target, &mut pending)?;
+            let converted = self.convert(target, &mut pending, 0)?;
             defs.insert(name, converted);
         }
         if !defs.is_empty()
@@ -505,10 +517,20 @@ impl Resolver<'_> {
     /// Converts one schema: `#/components/schemas/X` references become `#/$defs/X` (noted in
     /// `pending`); OpenAPI 3.0's `nullable`, boolean exclusive bounds and `example` become
     /// their 2020-12 forms; documentation-only keywords are dropped.
-    fn convert(&self, schema: &Value, pending: &mut BTreeSet<String>) -> Result<Value, String> {
+    fn convert(
+        &self,
+        schema: &Value,
+        pending: &mut BTreeSet<String>,
+        depth: usize,
+    ) -> Result<Value, String> {
         let Value::Object(map) = schema else {
             return Ok(schema.clone());
         };
+        // Inlined references could loop; component schemas cannot (they become $defs).
+        if depth > 64 {
+            return Err("a schema nests too deeply, or its references are circular".into());
+        }
+        let depth = depth + 1;
         if let Some(reference) = map.get("$ref").and_then(Value::as_str) {
             if let Some(name) = reference.strip_prefix("#/components/schemas/")
                 && !name.contains('/')
@@ -521,7 +543,7 @@ impl Resolver<'_> {
             }
             // Any other local reference is inlined.
             let target = self.lookup(reference)?.clone();
-            return self.convert(&target, pending);
+            return self.convert(&target, pending, depth);
         }
         let mut out = Map::new();
         for (key, value) in map {
@@ -535,7 +557,7 @@ impl Resolver<'_> {
                 "properties" | "patternProperties" | "$defs" | "definitions" => {
                     let mut props = Map::new();
                     for (name, sub) in value.as_object().into_iter().flatten() {
-                        props.insert(name.clone(), self.convert(sub, pending)?);
+                        props.insert(name.clone(), self.convert(sub, pending, depth)?);
                     }
                     out.insert(key.clone(), Value::Object(props));
                 }
@@ -549,14 +571,14 @@ impl Resolver<'_> {
                 | "else"
                 | "unevaluatedProperties"
                 | "unevaluatedItems" => {
-                    out.insert(key.clone(), self.convert(value, pending)?);
+                    out.insert(key.clone(), self.convert(value, pending, depth)?);
                 }
                 "allOf" | "anyOf" | "oneOf" | "prefixItems" => {
                     let items = value
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .map(|s| self.convert(s, pending))
+                        .map(|s| self.convert(s, pending, depth))
                         .collect::<Result<Vec<_>, _>>()?;
                     out.insert(key.clone(), Value::Array(items));
                 }
@@ -768,6 +790,57 @@ components:
             "#/$defs/Node"
         );
         assert!(node["$defs"]["Node"].get("x-internal").is_none());
+    }
+
+    #[test]
+    fn reimport_keeps_what_the_document_does_not_say() {
+        let imported = import(PETSTORE).unwrap();
+        let mut stored: Collection = serde_saphyr::from_str(
+            "id: pets\nbase_path: /pets\nupstreams: { sandbox: 'http://x' }\noperations:\n  - { id: findPets, methods: [GET], path: /pets, scopes: [pets:read], target_path: /v2/pets, mcp: { tool_name: list_pets } }\n  - { id: gone, methods: [GET], path: /gone }\n",
+        )
+        .unwrap();
+        stored.description = "ours".into();
+        let merged = merge_into(stored, &imported);
+        assert_eq!(merged.description, "ours");
+        let ids: Vec<&str> = merged.operations.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, ["findPets", "addPet", "find_pet_by_id", "deletePet"]);
+        let find = &merged.operations[0];
+        assert_eq!(find.scopes, ["pets:read"], "scopes set by hand stay");
+        assert_eq!(find.target_path.as_deref(), Some("/v2/pets"));
+        assert_eq!(
+            find.mcp.as_ref().unwrap().tool_name.as_deref(),
+            Some("list_pets")
+        );
+    }
+
+    #[test]
+    fn circular_inline_references_are_refused_not_followed_forever() {
+        let doc = r##"
+openapi: 3.1.0
+info: { title: t, version: "1" }
+x-loop: { type: object, properties: { again: { $ref: "#/x-loop" } } }
+paths:
+  /a:
+    get:
+      responses:
+        "200": { description: ok, content: { application/json: { schema: { $ref: "#/x-loop" } } } }
+  /b:
+    get:
+      parameters:
+        - { name: X-Request-ID, in: header, schema: { type: string } }
+      responses: {}
+"##;
+        let imported = import(doc).unwrap();
+        let notes = imported.notes.join("\n");
+        assert!(
+            notes.contains("paths./a.get: a schema nests too deeply"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("header parameter 'X-Request-ID' is set by the gateway"),
+            "{notes}"
+        );
+        assert_eq!(imported.operations.len(), 1);
     }
 
     #[test]

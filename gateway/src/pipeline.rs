@@ -524,7 +524,7 @@ fn route_not_found() -> GatewayError {
     GatewayError::new(ErrorCode::RouteNotFound, "no route matches this request")
 }
 
-fn check_head_size<B>(req: &Request<B>, limit: usize) -> Result<(), GatewayError> {
+pub(crate) fn check_head_size<B>(req: &Request<B>, limit: usize) -> Result<(), GatewayError> {
     let headers: usize = req
         .headers()
         .iter()

@@ -32,6 +32,7 @@ collections:
           - {{ name: id, in: path, type: integer }}
           - {{ name: fields, in: query, schema: {{ type: array, items: {{ type: string }} }} }}
         response_schema: {{ type: object }}
+        capture_body: {{ redact: [target] }}
         mcp: {{}}
       - id: add-pet
         methods: [POST]
@@ -302,6 +303,11 @@ async fn an_mcp_client_lists_and_calls_the_profiles_operations() {
     assert_eq!(call["upstream_status"], 200);
     assert_eq!(call["outcome"], "allowed");
     assert!(call["what"]["rpc_id"].is_string());
+    // The captured response is the operation's body (redacted), not the JSON-RPC envelope
+    // that carries it to the agent as text.
+    let kept: Value = serde_json::from_str(call["response_body"].as_str().unwrap()).unwrap();
+    assert_eq!(kept["target"], "[redacted]");
+    assert_eq!(kept["method"], "GET");
     let broken = all.iter().find(|r| r["what"]["tool"] == "broken").unwrap();
     assert_eq!(
         (

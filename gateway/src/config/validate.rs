@@ -20,6 +20,18 @@ pub fn validate(config: &Config) -> Result<(), Vec<FieldError>> {
     validate_in(config, &Config::default())
 }
 
+/// Whether a header cannot be a header parameter: the gateway sets it, or it carries the
+/// caller's credential, identity claims or content negotiation.
+pub fn gateway_owned_parameter(h: &http::HeaderName) -> bool {
+    is_reserved_header(h)
+        || *h == http::header::AUTHORIZATION
+        || *h == http::header::CONTENT_TYPE
+        || *h == http::header::ACCEPT
+        || *h == http::header::COOKIE
+        || h.as_str() == "x-client-id"
+        || h.as_str() == "x-profile-id"
+}
+
 /// Checks a configuration whose references may also point at objects of `context` (what the
 /// store already holds, when a file is applied on top of it). Paths refer to `config`.
 pub fn validate_in(config: &Config, context: &Config) -> Result<(), Vec<FieldError>> {
@@ -444,14 +456,8 @@ impl Validator {
                 .as_ref()
                 .is_none_or(|t| t.params().any(|q| q == p.name));
             if p.location == crate::model::ParameterLocation::Header {
-                let reserved = http::HeaderName::from_bytes(p.name.as_bytes()).map_or(true, |h| {
-                    is_reserved_header(&h)
-                        || h == http::header::AUTHORIZATION
-                        || h == http::header::CONTENT_TYPE
-                        || h == http::header::COOKIE
-                        || h.as_str() == "x-client-id"
-                        || h.as_str() == "x-profile-id"
-                });
+                let reserved = http::HeaderName::from_bytes(p.name.as_bytes())
+                    .map_or(true, |h| gateway_owned_parameter(&h));
                 if reserved {
                     self.fail(
                         format!("{path}.name"),

@@ -88,7 +88,13 @@ impl<'s> Context<'_, 's> {
             Ok(result) => {
                 rpc_response(StatusCode::OK, &jsonrpc::result(&id, self.envelope(result)))
             }
-            Err(error) => rpc_response(StatusCode::OK, &jsonrpc::error(&id, &error)),
+            Err(error) => {
+                // Recorded as the refusal REST would give: an unknown tool keeps its own reason;
+                // malformed parameters are a bad request.
+                let reason = *draft.refusal.get_or_insert(ErrorCode::BadRequest);
+                draft.status.get_or_insert(reason.status().as_u16());
+                rpc_response(StatusCode::OK, &jsonrpc::error(&id, &error))
+            }
         }
     }
 
@@ -207,7 +213,8 @@ impl<'s> Context<'_, 's> {
             result["nextCursor"] = encode_cursor(last).into();
         }
         if matches!(self.era, Era::Modern(_)) {
-            result["ttlMs"] = 60_000.into();
+            // Short: grants change, and an agent should see it soon.
+            result["ttlMs"] = 5_000.into();
             result["cacheScope"] = "private".into();
         }
         Ok(result)
@@ -286,7 +293,6 @@ impl<'s> Context<'_, 's> {
         let operation = &collection.operations[offered.operation];
         let tool = offered.tool;
         crate::pipeline::describe(draft, collection, operation, &tool.method);
-        draft.record.what.method = tool.method.to_string();
         let built = match tool.request(arguments) {
             Ok(built) => built,
             Err(e) => {
@@ -307,20 +313,26 @@ impl<'s> Context<'_, 's> {
             collection.base_path.trim_end_matches('/'),
             operation.template.expand(param, &built.rest)
         );
+        // The record names the operation's own request, as REST would have received it.
+        draft.record.what.method = tool.method.to_string();
         draft.record.what.path = gateway_path.clone();
         let uri = match &built.query {
             Some(q) => format!("{gateway_path}?{q}"),
             None => gateway_path,
         };
-        let mut request = Request::builder()
-            .method(tool.method.clone())
-            .uri(uri)
-            .header(http::header::ACCEPT, "application/json");
-        if let Some(agent) = self.headers.get(http::header::USER_AGENT) {
-            request = request.header(http::header::USER_AGENT, agent);
-        }
-        for (name, value) in &built.headers {
-            request = request.header(name, value);
+        let mut request = Request::builder().method(tool.method.clone()).uri(uri);
+        if let Some(headers) = request.headers_mut() {
+            headers.insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Some(agent) = self.headers.get(http::header::USER_AGENT) {
+                headers.insert(http::header::USER_AGENT, agent.clone());
+            }
+            // Header arguments replace what the gateway would send by default.
+            for (name, value) in &built.headers {
+                headers.insert(name.clone(), value.clone());
+            }
         }
         let body = match built.body {
             Some(body) => {
@@ -354,7 +366,7 @@ impl<'s> Context<'_, 's> {
         match call.run(self.gw, parts, body, draft).await {
             Ok(response) => {
                 draft.status = Some(response.status().as_u16());
-                self.tool_result(response, draft).await
+                self.tool_result(tool, response, draft).await
             }
             Err(e) => {
                 draft.refusal = Some(e.code);
@@ -368,6 +380,7 @@ impl<'s> Context<'_, 's> {
     /// failure status as `isError`.
     async fn tool_result(
         &self,
+        tool: &Tool,
         response: Response<Body>,
         draft: &mut crate::audit::Draft,
     ) -> Value {
@@ -397,6 +410,8 @@ impl<'s> Context<'_, 's> {
                 );
             }
         };
+        // A captured body is the operation's, not the JSON-RPC envelope around it.
+        draft.capture_response(body.clone());
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         if !status.is_success() {
             let detail = parsed
@@ -431,11 +446,7 @@ impl<'s> Context<'_, 's> {
                 })
             }
             Some(value) => {
-                let structured = if Tool::wraps_output(&value) {
-                    json!({ "result": value })
-                } else {
-                    value
-                };
+                let structured = tool.structured(value);
                 json!({
                     "content": [{ "type": "text", "text": String::from_utf8_lossy(&body) }],
                     "structuredContent": structured,

@@ -37,6 +37,9 @@ pub struct Tool {
     /// The `structuredContent` schema: the response schema, wrapped as `{"result": …}` when
     /// its root is not an object (structured content is always an object).
     pub output_schema: Option<Value>,
+    /// Whether structured content is the response wrapped as `{"result": …}`: decided with
+    /// the output schema when there is one, so the two always agree.
+    wrap_output: Option<bool>,
     pub annotations: Map<String, Value>,
     /// Where each argument travels.
     pub arguments: Vec<Argument>,
@@ -225,6 +228,7 @@ impl Tool {
             annotations: annotations(&method, &exposure),
             method,
             input_schema: Value::Object(input),
+            wrap_output: op.response_schema.as_ref().map(|s| !is_object_schema(s)),
             output_schema,
             arguments,
             body,
@@ -253,9 +257,16 @@ impl Tool {
         Value::Object(tool)
     }
 
-    /// Whether the upstream's JSON is wrapped as `{"result": …}` in structured content.
-    pub fn wraps_output(value: &Value) -> bool {
-        !value.is_object()
+    /// The structured content for the upstream's JSON: as the output schema says (wrapped as
+    /// `{"result": …}` unless the schema's root is an object), and without a schema wrapped
+    /// unless it is an object. An upstream that answers a non-object where its schema promised
+    /// an object is wrapped too: structured content is always an object.
+    pub fn structured(&self, value: Value) -> Value {
+        if self.wrap_output.unwrap_or(!value.is_object()) || !value.is_object() {
+            json!({ "result": value })
+        } else {
+            value
+        }
     }
 
     /// Checks `arguments` against the input schema and builds the request they describe.
@@ -326,7 +337,7 @@ impl Tool {
                         .map_err(|_| ArgumentError(format!("'{}' is not a header", arg.name)))?;
                     let value = http::HeaderValue::from_str(&text).map_err(|_| {
                         ArgumentError(format!(
-                            "'{}' cannot be sent as a header value (control characters or non-ASCII)",
+                            "'{}' cannot be sent as a header value (it contains control characters)",
                             arg.property
                         ))
                     })?;
@@ -644,10 +655,18 @@ operations:
         assert_eq!(built.body.unwrap(), br#"{"name":"Rex"}"#);
         // An array response is wrapped: structured content is always an object.
         assert_eq!(
-            add.output_schema.unwrap(),
+            add.output_schema.clone().unwrap(),
             json!({"type": "object", "properties": {"result": {"type": "array"}}, "required": ["result"]})
         );
+        // Structured content follows the output schema, whatever the value's shape.
+        assert_eq!(add.structured(json!([1])), json!({"result": [1]}));
+        assert_eq!(add.structured(json!({"a": 1})), json!({"result": {"a": 1}}));
+        let get = Tool::compile("get-pet".into(), &c, &c.operations[0]);
+        assert_eq!(get.structured(json!({"id": 1})), json!({"id": 1}));
+        assert_eq!(get.structured(json!("odd")), json!({"result": "odd"}));
         let drop = Tool::compile("drop-pet".into(), &c, &c.operations[2]);
+        assert_eq!(drop.structured(json!([])), json!({"result": []}));
+        assert_eq!(drop.structured(json!({})), json!({}));
         assert_eq!(drop.annotations["destructiveHint"], false, "overridden");
         assert_eq!(drop.annotations["idempotentHint"], true);
         assert!(drop.output_schema.is_none());
