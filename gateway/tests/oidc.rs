@@ -466,3 +466,82 @@ async fn an_unreachable_provider_is_a_platform_error_not_the_callers() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(call(&node, "GET", &token).await.0, 200);
 }
+
+#[tokio::test]
+async fn over_mcp_an_access_token_must_be_meant_for_the_mcp_resource() {
+    let up = Upstream::start().await;
+    let idp = Provider::start().await;
+    let key = Key::new("k1");
+    idp.publish(&key);
+    // The MCP resource is <public-url>/mcp; the provider accepts tokens for it too.
+    let resource = "https://gw.example.test/mcp";
+    let yaml = config(&up.url(), &idp.issuer())
+        .replace(
+            &format!("audiences: [{AUDIENCE}]"),
+            &format!("audiences: [{AUDIENCE}, \"{resource}\"]"),
+        )
+        .replace(
+            "scopes: [orders:read] }",
+            "scopes: [orders:read], mcp: {} }",
+        );
+    let node = Node::builder()
+        .config(&yaml)
+        .without_tester()
+        .arg("--public-url")
+        .arg("https://gw.example.test")
+        .start();
+    let list = |token: String| {
+        let url = format!("{}/mcp", node.gateway);
+        async move {
+            let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}});
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/list")
+                .body(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}).to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let challenge = r
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, challenge, r.text().await.unwrap())
+        }
+    };
+    // A token for the API, not for the MCP resource: fine for REST, refused over MCP.
+    let api_token = key.sign(&claims(&idp.issuer()));
+    assert_eq!(call(&node, "GET", &api_token).await.0, 200);
+    let (status, challenge, _) = list(api_token).await;
+    assert_eq!(status, 401);
+    let challenge = challenge.unwrap();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    assert!(
+        challenge.contains(r#"resource_metadata="https://gw.example.test/.well-known/oauth-protected-resource/mcp""#),
+        "{challenge}"
+    );
+    // A token whose audience is the MCP resource: the profile's tools.
+    let mut c = claims(&idp.issuer());
+    c["aud"] = json!([resource]);
+    let (status, _, body) = list(key.sign(&c)).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["result"]["tools"][0]["name"], "list");
+    // The metadata names the provider as the authorization server.
+    let metadata: Value = reqwest::get(format!(
+        "{}/.well-known/oauth-protected-resource/mcp",
+        node.gateway
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(metadata["resource"], resource);
+    assert_eq!(metadata["authorization_servers"], json!([idp.issuer()]));
+    assert_eq!(metadata["scopes_supported"], json!(["orders:read"]));
+}

@@ -329,7 +329,13 @@ impl Tool {
                             query.push((arg.name.clone(), scalar(item, &arg.property)?));
                         }
                     }
-                    other => query.push((arg.name.clone(), scalar(other, &arg.property)?)),
+                    other @ (Value::Null
+                    | Value::Bool(_)
+                    | Value::Number(_)
+                    | Value::String(_)
+                    | Value::Object(_)) => {
+                        query.push((arg.name.clone(), scalar(other, &arg.property)?))
+                    }
                 },
                 ParameterLocation::Header => {
                     let text = scalar_or_list(value, &arg.property)?;
@@ -410,7 +416,11 @@ fn scalar_or_list(value: &Value, property: &str) -> Result<String, ArgumentError
             .map(|i| scalar(i, property))
             .collect::<Result<Vec<_>, _>>()?
             .join(",")),
-        other => scalar(other, property),
+        other @ (Value::Null
+        | Value::Bool(_)
+        | Value::Number(_)
+        | Value::String(_)
+        | Value::Object(_)) => scalar(other, property),
     }
 }
 
