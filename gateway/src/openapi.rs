@@ -661,7 +661,7 @@ fn derived_id(method: &str, path: &str) -> String {
 mod tests {
     use super::*;
 
-    const PETSTORE: &str = include_str!("../../../shared/fixtures/openapi/petstore-expanded.yaml");
+    const PETSTORE: &str = include_str!("../tests/fixtures/openapi/petstore-expanded.yaml");
 
     #[test]
     fn imports_the_petstore() {

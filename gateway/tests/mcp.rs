@@ -983,7 +983,7 @@ async fn openapi_import_makes_tools() {
     ));
     let spec = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/openapi/petstore-expanded.yaml"
+        "/tests/fixtures/openapi/petstore-expanded.yaml"
     );
     let out = node.cli(&[
         "import",
