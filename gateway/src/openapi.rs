@@ -273,7 +273,10 @@ impl Resolver<'_> {
         notes: &mut Vec<String>,
         at: &str,
     ) -> Result<Operation, String> {
-        let template = PathTemplate::parse(path)
+        // Path parameter names such as `{enterprise-team}` become `{enterprise_team}`: a path
+        // parameter's name never travels, so the rename changes nothing on the wire.
+        let (template_text, renamed) = rename_path_params(path);
+        let template = PathTemplate::parse(&template_text)
             .map_err(|e| format!("the path cannot be a Portcullis template ({e})"))?;
         let id = op
             .get("operationId")
@@ -297,9 +300,14 @@ impl Resolver<'_> {
             );
         for (i, raw) in declared.enumerate() {
             let raw = self.follow(raw)?;
-            let Some(p) = self.parameter(&raw, notes, &format!("{at}.parameters[{i}]"))? else {
+            let Some(mut p) = self.parameter(&raw, notes, &format!("{at}.parameters[{i}]"))? else {
                 continue;
             };
+            if p.location == ParameterLocation::Path
+                && let Some((_, new)) = renamed.iter().find(|(old, _)| *old == p.name)
+            {
+                p.name = new.clone();
+            }
             parameters.retain(|q| !(q.name == p.name && q.location == p.location));
             parameters.push(p);
         }
@@ -365,7 +373,7 @@ impl Resolver<'_> {
         Ok(Operation {
             id: OperationId(id),
             methods: vec![method.to_ascii_uppercase()],
-            path: path.to_owned(),
+            path: template_text,
             target_path: None,
             summary: text("summary"),
             description: text("description"),
@@ -616,6 +624,36 @@ impl Resolver<'_> {
     }
 }
 
+/// `path` with every `{param}` whose name a template does not accept renamed (characters other
+/// than letters, digits and `_` replaced by `_`), and the renames made.
+fn rename_path_params(path: &str) -> (String, Vec<(String, String)>) {
+    let mut renamed = Vec::new();
+    let segments: Vec<String> = path
+        .split('/')
+        .map(|segment| {
+            let Some(name) = segment
+                .strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .filter(|n| !n.contains(['{', '}']))
+            else {
+                return segment.to_owned();
+            };
+            let mut safe: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            if safe.starts_with(|c: char| c.is_ascii_digit()) || safe.is_empty() {
+                safe.insert(0, 'p');
+            }
+            if safe != name {
+                renamed.push((name.to_owned(), safe.clone()));
+            }
+            format!("{{{safe}}}")
+        })
+        .collect();
+    (segments.join("/"), renamed)
+}
+
 /// The schema of a body's JSON media type (`application/json` or `…+json`), if it has one.
 fn json_media(body: &Value) -> Option<&Value> {
     let content = body.get("content")?.as_object()?;
@@ -753,6 +791,16 @@ components:
         assert_eq!(things.parameters.len(), 2, "cookie and Accept left out");
         // 200 before 201; a +json media type counts as JSON.
         assert_eq!(things.response_schema, Some(json!({"type": "string"})));
+        assert_eq!(
+            rename_path_params("/teams/{enterprise-team}/{org}/{1st}"),
+            (
+                "/teams/{enterprise_team}/{org}/{p1st}".to_owned(),
+                vec![
+                    ("enterprise-team".to_owned(), "enterprise_team".to_owned()),
+                    ("1st".to_owned(), "p1st".to_owned())
+                ]
+            )
+        );
         let form = &imported.operations[0];
         assert_eq!(form.scopes, ["write"]);
         assert_eq!(

@@ -187,27 +187,42 @@ impl<'s> Context<'_, 's> {
 
     fn list_tools(&self, params: &Map<String, Value>) -> Result<Value, RpcError> {
         let (tools, catalogue) = self.offered();
-        let mut definitions: Vec<(String, Value)> = tools
+        // Names first; only the page's definitions are built (schemas can be large).
+        let discovery = if catalogue.is_empty() {
+            Vec::new()
+        } else {
+            discovery_tools()
+        };
+        let mut listed: Vec<(&str, Listed<'_>)> = tools
             .iter()
-            .map(|t| (t.tool.name.clone(), t.tool.definition()))
+            .map(|t| (t.tool.name.as_str(), Listed::Operation(t.tool)))
+            .chain(
+                discovery
+                    .iter()
+                    .map(|(n, d)| (n.as_str(), Listed::Discovery(d))),
+            )
             .collect();
-        if !catalogue.is_empty() {
-            definitions.extend(discovery_tools());
-        }
-        definitions.sort_by(|a, b| a.0.cmp(&b.0));
+        listed.sort_by(|a, b| a.0.cmp(b.0));
         // The cursor is the last name of the previous page: stable while tools come and go.
         let start = match params.get("cursor") {
             None | Some(Value::Null) => 0,
             Some(Value::String(cursor)) => {
                 let after = decode_cursor(cursor)
                     .ok_or_else(|| RpcError::new(jsonrpc::INVALID_PARAMS, "Invalid cursor"))?;
-                definitions.partition_point(|(name, _)| name.as_str() <= after.as_str())
+                listed.partition_point(|(name, _)| *name <= after.as_str())
             }
             Some(_) => return Err(RpcError::new(jsonrpc::INVALID_PARAMS, "Invalid cursor")),
         };
-        let page: Vec<&(String, Value)> = definitions.iter().skip(start).take(PAGE_SIZE).collect();
-        let mut result = json!({ "tools": page.iter().map(|(_, d)| d).collect::<Vec<_>>() });
-        if start + page.len() < definitions.len()
+        let page = &listed[start.min(listed.len())..(start + PAGE_SIZE).min(listed.len())];
+        let definitions: Vec<Value> = page
+            .iter()
+            .map(|(_, item)| match item {
+                Listed::Operation(tool) => tool.definition(),
+                Listed::Discovery(definition) => (*definition).clone(),
+            })
+            .collect();
+        let mut result = json!({ "tools": definitions });
+        if start + page.len() < listed.len()
             && let Some((last, _)) = page.last()
         {
             result["nextCursor"] = encode_cursor(last).into();
@@ -601,6 +616,12 @@ impl<'s> Context<'_, 's> {
             "isError": false,
         }))
     }
+}
+
+/// One entry of `tools/list`.
+enum Listed<'a> {
+    Operation(&'a Tool),
+    Discovery(&'a Value),
 }
 
 /// The method a tool of `operation` calls with.
