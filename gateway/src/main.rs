@@ -274,17 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = config::read_file(&file)?;
             let store = open(&location()?).await?;
             let applied = plan::apply(&store, &config, ApplyOptions { prune, dry_run }).await?;
-            print!("{}", plan::render(&applied.changes));
-            if applied.committed {
-                println!("Applied: configuration version {}.", applied.version);
-            } else if dry_run {
-                println!(
-                    "Dry run: nothing changed (configuration version {}).",
-                    applied.version
-                );
-            } else {
-                println!("No changes (configuration version {}).", applied.version);
-            }
+            print_plan(&applied, dry_run, "Applied");
             store.close().await;
         }
         Command::Export { format, output } => {
@@ -381,25 +371,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for note in &report.notes {
                 eprintln!("note: {note}");
             }
-            let applied = &report.applied;
-            print!("{}", plan::render(&applied.changes));
-            if applied.committed {
-                println!(
-                    "Imported into '{id}': configuration version {}.",
-                    applied.version
-                );
-            } else if dry_run {
-                println!(
-                    "Dry run: nothing changed (configuration version {}).",
-                    applied.version
-                );
-            } else {
-                println!("No changes (configuration version {}).", applied.version);
-            }
+            print_plan(&report.applied, dry_run, &format!("Imported into '{id}'"));
         }
         Command::Version => println!("portcullis {}", env!("CARGO_PKG_VERSION")),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as a diff, then what became of it: `done` (committed), a dry run, or no change.
+fn print_plan(applied: &plan::Applied, dry_run: bool, done: &str) {
+    print!("{}", plan::render(&applied.changes));
+    let version = applied.version;
+    if applied.committed {
+        println!("{done}: configuration version {version}.");
+    } else if dry_run {
+        println!("Dry run: nothing changed (configuration version {version}).");
+    } else {
+        println!("No changes (configuration version {version}).");
+    }
 }
 
 fn print_issued(issued: &credentials::Issued) {

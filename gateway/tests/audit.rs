@@ -38,27 +38,6 @@ clients:
     )
 }
 
-/// Every stored record, oldest first; waits until there are `n`.
-fn records(node: &Node, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = node.cli(&["audit", "query", "--limit", "10000"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let all: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if all.len() >= n || std::time::Instant::now() > deadline {
-            return all;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn by_id<'a>(records: &'a [Value], id: &str) -> &'a Value {
     let found: Vec<_> = records.iter().filter(|r| r["request_id"] == id).collect();
     assert_eq!(found.len(), 1, "exactly one record for request {id}");

@@ -872,3 +872,25 @@ impl Drop for PrivateRedis {
         }
     }
 }
+
+/// Every stored request record (`portcullis audit query`); waits up to 10 s until there are
+/// `n`.
+pub fn records(node: &Node, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = node.cli(&["audit", "query", "--limit", "10000"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if all.len() >= n || std::time::Instant::now() > deadline {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
