@@ -47,7 +47,15 @@ impl Health {
 }
 
 /// Answers one admin request.
-pub async fn handle<B>(gw: Arc<Gateway>, health: Arc<Health>, req: Request<B>) -> Response<Body> {
+pub async fn handle<B>(
+    gw: Arc<Gateway>,
+    health: Arc<Health>,
+    api: Arc<crate::manage::Api>,
+    req: Request<B>,
+) -> Response<Body> {
+    if req.uri().path().starts_with("/api/v1/") {
+        return crate::manage::handle(api, req).await;
+    }
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match (req.uri().path(), get) {
         ("/healthz", true) => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),

@@ -148,14 +148,14 @@ pub async fn run(store: &Store, command: AuditCommand) -> anyhow::Result<bool> {
 
 /// Stored timestamps are RFC 3339 in UTC with nanoseconds; filters compare as text, so a
 /// filter time is written the same way.
-fn normalize(t: &str) -> String {
+pub(crate) fn normalize(t: &str) -> String {
     time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
         .map(crate::audit::timestamp)
         .unwrap_or_else(|_| t.to_owned())
 }
 
 /// Walks `node`'s chain from `from` to `to`: the range checked, or the first broken link.
-async fn verify(
+pub(crate) async fn verify(
     store: &Store,
     node: &str,
     from: u64,

@@ -75,11 +75,13 @@ pub enum ErrorCode {
     NotAcceptable,
     /// The request body is not of a media type the endpoint takes (MCP: JSON).
     UnsupportedMediaType,
+    /// Management API: the operator is known, but none of its roles allows the request.
+    PermissionDenied,
 }
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::BadRequest,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -106,6 +108,7 @@ impl ErrorCode {
         ErrorCode::SessionNotFound,
         ErrorCode::NotAcceptable,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::PermissionDenied,
     ];
 
     /// The code as it appears in bodies, logs and records.
@@ -137,6 +140,7 @@ impl ErrorCode {
             ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::NotAcceptable => "not_acceptable",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::PermissionDenied => "permission_denied",
         }
     }
 
@@ -168,6 +172,7 @@ impl ErrorCode {
             ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
             ErrorCode::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod limit;
+pub mod manage;
 pub mod mcp;
 pub mod metrics;
 pub mod model;

@@ -104,6 +104,9 @@ enum Command {
     /// Query request records and verify their hash chains.
     #[command(subcommand)]
     Audit(portcullis::audit_cli::AuditCommand),
+    /// Manage the operators of the management API (service identities with roles).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Create or update a collection's operations from an API description.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -111,6 +114,31 @@ enum Command {
     Quota(portcullis::quota_cli::QuotaArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Create an operator with a new service token; the token is printed once and never again.
+    Token {
+        /// The operator's id, e.g. `ci-deployer`.
+        #[arg(long)]
+        id: String,
+        /// A role (repeatable): viewer, editor, admin, auditor.
+        #[arg(long = "role", required = true)]
+        roles: Vec<portcullis::manage::Role>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The token stops working after this long (e.g. 90d); no expiry without it.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// List operators (never their tokens).
+    List,
+    /// Revoke an operator's token at once, on every node.
+    Revoke {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -216,6 +244,7 @@ fn main() -> ExitCode {
         | Command::Audit(_)
         | Command::Quota(_)
         | Command::Import(_)
+        | Command::Operator(_)
         | Command::Version => None,
     };
     let telemetry = runtime.block_on(async {
@@ -343,6 +372,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Quota(args) => portcullis::quota_cli::run(args, &cli.data_dir).await?,
+        Command::Operator(command) => {
+            let store = open(&location()?).await?;
+            let result = operator(&store, &secret()?, command).await;
+            store.close().await;
+            result?;
+        }
         Command::Import(ImportCommand::Openapi {
             file,
             collection,
@@ -376,6 +411,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Version => println!("portcullis {}", env!("CARGO_PKG_VERSION")),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn operator(
+    store: &Store,
+    secret: &TokenSecret,
+    command: OperatorCommand,
+) -> anyhow::Result<()> {
+    match command {
+        OperatorCommand::Token {
+            id,
+            roles,
+            description,
+            expires_in,
+        } => {
+            let expires = expires_in.map(|d| time::OffsetDateTime::now_utc() + d);
+            let (row, token) =
+                portcullis::manage::issue(secret, &id, &roles, &description, expires);
+            if store.operators().await?.iter().any(|o| o.id == id) {
+                anyhow::bail!("operator '{id}' exists; revoke it or choose another id");
+            }
+            store.insert_operator(&row).await?;
+            println!(
+                "Operator {id} ({}); its token (shown once):",
+                row.roles.join(", ")
+            );
+            println!("{token}");
+        }
+        OperatorCommand::List => {
+            for op in store.operators().await? {
+                println!("{}", serde_json::to_string(&op)?);
+            }
+        }
+        OperatorCommand::Revoke { id } => {
+            let now = portcullis::audit::timestamp(time::OffsetDateTime::now_utc());
+            if !store.revoke_operator(&id, &now).await? {
+                anyhow::bail!("no operator '{id}'");
+            }
+            println!("Revoked operator {id}.");
+        }
+    }
+    Ok(())
 }
 
 /// The plan as a diff, then what became of it: `done` (committed), a dry run, or no change.

@@ -160,6 +160,10 @@ pub struct NodeSettings {
     /// How long an MCP session (protocol versions before 2026-07-28) lasts after `initialize`.
     #[arg(long, env = "PORTCULLIS_MCP_SESSION_TTL", default_value = "24h", value_parser = positive_duration)]
     pub mcp_session_ttl: Duration,
+    /// The bootstrap admin's operator token (`pco_…`), used only when the store has no
+    /// operators yet; without it, one is generated and printed once.
+    #[arg(long, env = "PORTCULLIS_BOOTSTRAP_ADMIN_TOKEN", hide_env_values = true)]
+    pub bootstrap_admin_token: Option<String>,
     /// Start the built-in demo upstream and (re)apply the demo collection.
     #[arg(long)]
     pub demo: bool,
@@ -261,6 +265,15 @@ pub async fn run(
             "the gateway listens on all addresses but --public-url is not set: the MCP resource and allowed origin are {gateway_url}, which clients cannot use; set --public-url"
         );
     }
+    // The management API; an empty store gets its first (admin) operator.
+    let bootstrap_token =
+        crate::manage::bootstrap(&store, &secret, settings.bootstrap_admin_token.as_deref())
+            .await
+            .context("cannot create the bootstrap admin operator")?;
+    let api = Arc::new(crate::manage::Api {
+        store: store.clone(),
+        secret: secret.clone(),
+    });
     let mcp = crate::mcp::Mcp {
         settings: crate::mcp::McpSettings {
             resource: format!(
@@ -348,12 +361,12 @@ pub async fn run(
         stop_rx.clone(),
         settings.shutdown_grace,
     ));
-    let (gw, h) = (gateway.clone(), health.clone());
+    let (gw, h, api) = (gateway.clone(), health.clone(), api.clone());
     let admin_plane = tokio::spawn(server::serve(
         admin_listener,
         None,
         limits,
-        move |_peer, req| admin::handle(gw.clone(), h.clone(), req),
+        move |_peer, req| admin::handle(gw.clone(), h.clone(), api.clone(), req),
         admin_stop_rx,
         Duration::from_secs(1),
     ));
@@ -395,6 +408,11 @@ pub async fn run(
         println!("  quotas:  {url} (gRPC, in-process limiter)");
     }
     println!("  admin:   {admin_url}");
+    if let Some(token) = &bootstrap_token {
+        println!(
+            "  management API: {admin_url}/api/v1; bootstrap admin operator token (shown once):\n    {token}"
+        );
+    }
     if let Some(token) = &demo_token {
         print!(
             "{}",

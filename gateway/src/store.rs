@@ -109,8 +109,11 @@ macro_rules! on_pool {
     };
 }
 
-// After the macro, which it uses.
+// After the macro, which they use.
 mod audit;
+mod operators;
+
+pub use self::operators::OperatorRow;
 
 impl Store {
     /// Connects and brings the schema up to date.

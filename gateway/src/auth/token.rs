@@ -18,18 +18,31 @@ const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 
 /// A new token, to be shown to its owner once.
 pub fn generate() -> String {
+    generate_with(PREFIX)
+}
+
+/// Every operator (management API) token starts with this.
+pub const OPERATOR_PREFIX: &str = "pco_";
+
+/// A new token with `prefix`: the same shape and checksum as API tokens.
+pub fn generate_with(prefix: &str) -> String {
     let random: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
         .take(RANDOM_LEN)
         .map(char::from)
         .collect();
     let checksum = base62(crc32fast::hash(random.as_bytes()));
-    format!("{PREFIX}{random}{checksum}")
+    format!("{prefix}{random}{checksum}")
 }
 
 /// Whether `text` has a token's shape and a correct checksum.
 pub fn is_well_formed(text: &str) -> bool {
-    let Some(body) = text.strip_prefix(PREFIX) else {
+    is_well_formed_with(text, PREFIX)
+}
+
+/// Whether `text` is a token with `prefix` and a correct checksum.
+pub fn is_well_formed_with(text: &str, prefix: &str) -> bool {
+    let Some(body) = text.strip_prefix(prefix) else {
         return false;
     };
     if body.len() != RANDOM_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {

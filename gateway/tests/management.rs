@@ -1,0 +1,204 @@
+//! The management API as operators meet it today: the bootstrap admin of an empty store,
+//! service tokens with roles, the role matrix on the audit endpoints, and revocation taking
+//! effect at once.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+/// The bootstrap admin token a first start printed.
+fn bootstrap_token(node: &Node) -> Option<String> {
+    node.stdout
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("pco_"))
+        .map(str::to_owned)
+}
+
+async fn get(node: &Node, token: Option<&str>, path: &str) -> (u16, Value) {
+    let mut request = reqwest::Client::new().get(format!("{}{path}", node.admin));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Creates an operator through the CLI and returns its token.
+fn operator(node: &Node, id: &str, role: &str) -> String {
+    let out = node.cli(&["operator", "token", "--id", id, "--role", role]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("pco_"))
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn operators_act_under_their_roles() {
+    let up = Upstream::start().await;
+    let node = Node::with_config(&collection(
+        "orders",
+        "/orders",
+        &up.url(),
+        "      - { id: list, methods: [GET], path: / }\n",
+    ));
+    let admin = bootstrap_token(&node).expect("a first start prints the bootstrap admin token");
+    let (status, me) = get(&node, Some(&admin), "/api/v1/whoami").await;
+    assert_eq!(status, 200);
+    assert_eq!(me["id"], "bootstrap-admin");
+    assert_eq!(me["roles"], serde_json::json!(["admin"]));
+
+    // Without a valid operator token: 401, whatever is presented.
+    let (status, body) = get(&node, None, "/api/v1/whoami").await;
+    assert_eq!(
+        (status, code(&body.to_string())),
+        (401, "unauthenticated".into())
+    );
+    let data_plane_token = node.token.clone().unwrap();
+    for bad in ["pco_nonsense", "garbage", data_plane_token.as_str()] {
+        let (status, body) = get(&node, Some(bad), "/api/v1/whoami").await;
+        assert_eq!(
+            (status, code(&body.to_string())),
+            (401, "invalid_credential".into()),
+            "{bad}"
+        );
+    }
+
+    // Some traffic to read about.
+    for _ in 0..3 {
+        assert_eq!(node.get("/orders/").await.status(), 200);
+    }
+    assert_eq!(node.get("/nowhere").await.status(), 404);
+    records(&node, 4);
+
+    let auditor = operator(&node, "auditor-1", "auditor");
+    let viewer = operator(&node, "viewer-1", "viewer");
+    let editor = operator(&node, "editor-1", "editor");
+
+    // The role matrix on the audit endpoints: admin and auditor read records; viewer and
+    // editor are refused, and say which permission was missing.
+    for (token, allowed) in [
+        (&admin, true),
+        (&auditor, true),
+        (&viewer, false),
+        (&editor, false),
+    ] {
+        let (status, body) = get(&node, Some(token), "/api/v1/audit/requests").await;
+        if allowed {
+            assert_eq!(status, 200, "{body}");
+        } else {
+            assert_eq!(
+                (status, code(&body.to_string())),
+                (403, "permission_denied".into())
+            );
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("read_audit")
+            );
+        }
+    }
+    let (_, me) = get(&node, Some(&auditor), "/api/v1/whoami").await;
+    assert_eq!(me["permissions"], serde_json::json!(["read_audit"]));
+
+    // Pages with a cursor, filters as in `portcullis audit query`.
+    let (_, first) = get(&node, Some(&auditor), "/api/v1/audit/requests?limit=2").await;
+    assert_eq!(first["records"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = get(
+        &node,
+        Some(&auditor),
+        &format!("/api/v1/audit/requests?limit=2&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(second["records"].as_array().unwrap().len(), 2);
+    assert_ne!(
+        first["records"][0]["request_id"],
+        second["records"][0]["request_id"]
+    );
+    let (_, refused) = get(
+        &node,
+        Some(&auditor),
+        "/api/v1/audit/requests?reason=route_not_found",
+    )
+    .await;
+    let refused = refused["records"].as_array().unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["status"], 404);
+    let (status, verified) = get(&node, Some(&auditor), "/api/v1/audit/verify").await;
+    assert_eq!(status, 200);
+    assert_eq!(verified["intact"], true, "{verified}");
+    assert!(verified["nodes"][0]["records"].as_u64().unwrap() >= 4);
+
+    for bad in [
+        "limit=0",
+        "limit=5000",
+        "since=yesterday",
+        "cursor=zzz",
+        "colour=red",
+        "status=abc",
+    ] {
+        let (status, body) = get(
+            &node,
+            Some(&auditor),
+            &format!("/api/v1/audit/requests?{bad}"),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body.to_string())),
+            (400, "bad_request".into()),
+            "{bad}"
+        );
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/audit/requests", node.admin))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let (status, _) = get(&node, Some(&admin), "/api/v1/nothing-here").await;
+    assert_eq!(status, 404);
+
+    // A revocation counts at once, on the next request.
+    let out = node.cli(&["operator", "revoke", "--id", "auditor-1"]);
+    assert!(out.status.success());
+    let (status, _) = get(&node, Some(&auditor), "/api/v1/audit/requests").await;
+    assert_eq!(status, 401);
+    // Operators are listed without their tokens.
+    let listed = String::from_utf8_lossy(&node.cli(&["operator", "list"]).stdout).into_owned();
+    assert!(listed.contains("\"id\":\"auditor-1\"") && listed.contains("revoked_at"));
+    for token in [&admin, &auditor, &viewer, &editor] {
+        assert!(!listed.contains(token.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn the_bootstrap_admin_is_made_once_or_taken_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Node::builder().data_dir(dir.path()).start();
+    let token = bootstrap_token(&first).unwrap();
+    drop(first);
+    // A second start of the same store prints no new token; the first still works.
+    let second = Node::builder().data_dir(dir.path()).start();
+    assert_eq!(bootstrap_token(&second), None);
+    assert_eq!(get(&second, Some(&token), "/api/v1/whoami").await.0, 200);
+
+    // From the environment: nothing printed, and that token is the admin's.
+    let chosen = portcullis::auth::token::generate_with(portcullis::auth::token::OPERATOR_PREFIX);
+    let third = Node::builder()
+        .env("PORTCULLIS_BOOTSTRAP_ADMIN_TOKEN", &chosen)
+        .start();
+    assert_eq!(bootstrap_token(&third), None);
+    let (status, me) = get(&third, Some(&chosen), "/api/v1/whoami").await;
+    assert_eq!((status, me["roles"][0].as_str()), (200, Some("admin")));
+}
