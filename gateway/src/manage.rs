@@ -246,6 +246,7 @@ async fn audit_requests(api: &Api, query: &str) -> Result<Response<Body>, Gatewa
         limit: 100,
         ..Default::default()
     };
+    let mut ndjson = false;
     for (key, value) in params(query) {
         let time = |v: &str| -> Result<String, GatewayError> {
             time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
@@ -283,19 +284,44 @@ async fn audit_requests(api: &Api, query: &str) -> Result<Response<Body>, Gatewa
                         .ok_or_else(|| bad_request("cursor is not one this API returned"))?,
                 );
             }
+            "format" => match value.as_str() {
+                "json" => ndjson = false,
+                "ndjson" => ndjson = true,
+                _ => return Err(bad_request("format is json or ndjson")),
+            },
             other => return Err(bad_request(format!("unknown parameter '{other}'"))),
         }
     }
     let rows = api.store.audit_query(&filter).await.map_err(store_error)?;
+    let next = (rows.len() == filter.limit as usize)
+        .then(|| rows.last())
+        .flatten()
+        .map(|last| encode_cursor(&last.recorded_at, &last.node, last.seq));
+    if ndjson {
+        // For export: each record exactly as stored (and hashed), one per line; the next
+        // page's cursor in a header.
+        let mut text = String::new();
+        for row in &rows {
+            text.push_str(&row.body);
+            text.push('\n');
+        }
+        let mut response = Response::new(crate::body::full(text));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        if let Some(cursor) = next.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert("x-next-cursor", cursor);
+        }
+        return Ok(response);
+    }
     let records: Vec<Value> = rows
         .iter()
         .map(|r| serde_json::from_str(&r.body).unwrap_or(Value::Null))
         .collect();
     let mut body = json!({ "records": records });
-    if rows.len() == filter.limit as usize
-        && let Some(last) = rows.last()
-    {
-        body["next_cursor"] = encode_cursor(&last.recorded_at, &last.node, last.seq).into();
+    if let Some(cursor) = next {
+        body["next_cursor"] = cursor.into();
     }
     Ok(json_response(StatusCode::OK, &body))
 }

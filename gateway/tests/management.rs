@@ -125,6 +125,25 @@ async fn operators_act_under_their_roles() {
         first["records"][0]["request_id"],
         second["records"][0]["request_id"]
     );
+    // NDJSON export: the stored records line by line, the next cursor in a header.
+    let export = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/audit/requests?format=ndjson&limit=3",
+            node.admin
+        ))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.headers()["content-type"], "application/x-ndjson");
+    assert!(export.headers().contains_key("x-next-cursor"));
+    let text = export.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["request_id"], first["records"][0]["request_id"]);
     let (_, refused) = get(
         &node,
         Some(&auditor),
@@ -146,6 +165,7 @@ async fn operators_act_under_their_roles() {
         "cursor=zzz",
         "colour=red",
         "status=abc",
+        "format=xml",
     ] {
         let (status, body) = get(
             &node,
