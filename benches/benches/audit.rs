@@ -23,6 +23,7 @@ fn batch(node: &str, start: u64, prev: &mut String) -> Vec<AuditRow> {
             AuditRow {
                 node: node.to_owned(),
                 seq,
+                kind: "request".into(),
                 recorded_at: "2026-11-22T23:00:00.000000Z".into(),
                 channel: "rest".into(),
                 outcome: "allowed".into(),

@@ -51,10 +51,11 @@ pub async fn handle<B>(
     gw: Arc<Gateway>,
     health: Arc<Health>,
     api: Arc<crate::manage::Api>,
+    peer: std::net::SocketAddr,
     req: Request<B>,
 ) -> Response<Body> {
     if req.uri().path().starts_with("/api/v1/") {
-        return crate::manage::handle(api, req).await;
+        return crate::manage::handle(api, peer.ip(), req).await;
     }
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match (req.uri().path(), get) {

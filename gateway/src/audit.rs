@@ -8,6 +8,7 @@
 //! the journal is the spool, and it drains when the database returns.
 
 mod capture;
+pub mod change;
 pub mod record;
 pub mod writer;
 
@@ -115,9 +116,19 @@ impl Audit {
     /// Hands a finished record to the writer.
     fn emit(&self, record: RequestRecord) {
         self.inner.metrics.observe(&record);
+        self.send(writer::Message::Record(Box::new(record)));
+    }
+
+    /// Records a control-plane action: the same chain, journal and database as request
+    /// records.
+    pub fn record_change(&self, record: change::ChangeRecord) {
+        self.send(writer::Message::Change(Box::new(record)));
+    }
+
+    fn send(&self, message: writer::Message) {
         let Some(tx) = &self.inner.tx else { return };
         self.inner.stats.queued.fetch_add(1, Ordering::Relaxed);
-        if tx.send(writer::Message::Record(Box::new(record))).is_err() {
+        if tx.send(message).is_err() {
             // Only after shutdown: the writer is gone.
             self.inner.stats.queued.fetch_sub(1, Ordering::Relaxed);
             self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);

@@ -26,6 +26,9 @@ pub enum AuditCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
+    /// `request` (data-plane requests) or `change` (control-plane actions); both by default.
+    #[arg(long)]
+    kind: Option<String>,
     #[arg(long)]
     client: Option<String>,
     #[arg(long)]
@@ -90,6 +93,7 @@ pub async fn run(store: &Store, command: AuditCommand) -> anyhow::Result<bool> {
                 })
                 .transpose()?;
             let filter = AuditFilter {
+                kind: q.kind,
                 client: q.client,
                 profile: q.profile,
                 partner: q.partner,

@@ -22,6 +22,8 @@ use crate::store::{AuditFilter, OperatorRow, Store};
 pub struct Api {
     pub store: Store,
     pub secret: TokenSecret,
+    /// Where change records go: the node's audit trail.
+    pub audit: crate::audit::Audit,
 }
 
 /// An operator role. The permission matrix is [`Role::allows`]; docs/management.md prints it.
@@ -98,21 +100,123 @@ impl Operator {
     }
 }
 
-/// Answers a request under `/api/v1`.
-pub async fn handle<B>(api: Arc<Api>, req: Request<B>) -> Response<Body> {
+/// Answers a request under `/api/v1` from `source`.
+pub async fn handle<B>(api: Arc<Api>, source: std::net::IpAddr, req: Request<B>) -> Response<Body> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    match route(&api, &req).await {
+    let mut operator = None;
+    match route(&api, &req, &mut operator).await {
         Ok(response) => response,
-        Err(e) => e.into_response(&request_id),
+        Err(e) => {
+            // Every refused attempt is a change record, whoever made it.
+            if matches!(
+                e.code,
+                ErrorCode::Unauthenticated
+                    | ErrorCode::InvalidCredential
+                    | ErrorCode::PermissionDenied
+            ) {
+                api.audit.record_change(refusal_record(
+                    &api.audit,
+                    &request_id,
+                    source,
+                    &req,
+                    operator.as_ref(),
+                    &e,
+                ));
+            }
+            e.into_response(&request_id)
+        }
     }
 }
 
-async fn route<B>(api: &Api, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
-    let operator = authenticate(api, req.headers()).await?;
+/// What a request to the management API asks to do, as a change record names it.
+fn action(method: &Method, path: &str) -> (String, crate::audit::change::Resource) {
+    use crate::audit::change::Resource;
+    let verb = match *method {
+        Method::GET | Method::HEAD => "read",
+        Method::POST => "create",
+        Method::PUT | Method::PATCH => "update",
+        Method::DELETE => "delete",
+        _ => "other",
+    };
+    let rest = path.trim_start_matches("/api/v1/");
+    let mut parts = rest.splitn(3, '/');
+    let kind = parts.next().unwrap_or("").to_owned();
+    let id = parts.next().filter(|p| !p.is_empty()).map(str::to_owned);
+    let resource = match (kind.as_str(), id.as_deref()) {
+        ("audit", Some("requests")) => Resource {
+            kind: "request_records".into(),
+            id: None,
+        },
+        ("audit", Some("changes")) => Resource {
+            kind: "change_records".into(),
+            id: None,
+        },
+        ("audit", Some("verify")) => Resource {
+            kind: "audit_chains".into(),
+            id: None,
+        },
+        _ => Resource { kind, id },
+    };
+    (format!("{}.{verb}", resource.kind), resource)
+}
+
+fn refusal_record<B>(
+    audit: &crate::audit::Audit,
+    request_id: &str,
+    source: std::net::IpAddr,
+    req: &Request<B>,
+    operator: Option<&Operator>,
+    e: &GatewayError,
+) -> crate::audit::change::ChangeRecord {
+    use crate::audit::change::{Actor, ChangeRecord, SCHEMA_VERSION};
+    let (action, resource) = action(req.method(), req.uri().path());
+    ChangeRecord {
+        schema: SCHEMA_VERSION,
+        kind: "change".into(),
+        request_id: request_id.to_owned(),
+        timestamp: crate::audit::timestamp(time::OffsetDateTime::now_utc()),
+        node: audit.node().to_owned(),
+        channel: "api".into(),
+        who: Actor {
+            subject: operator.map(|o| o.id.clone()),
+            kind: if operator.is_some() {
+                "service"
+            } else {
+                "unknown"
+            }
+            .into(),
+            roles: operator
+                .map(|o| o.roles.iter().map(|r| r.as_str().to_owned()).collect())
+                .unwrap_or_default(),
+            source_ip: source.to_string(),
+            user_agent: req
+                .headers()
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect()),
+        },
+        action,
+        resource,
+        before: None,
+        after: None,
+        outcome: crate::audit::record::Outcome::Denied,
+        reason: Some(e.code.as_str().to_owned()),
+        status: e.code.status().as_u16(),
+    }
+}
+
+async fn route<B>(
+    api: &Api,
+    req: &Request<B>,
+    who: &mut Option<Operator>,
+) -> Result<Response<Body>, GatewayError> {
+    let operator = who.insert(authenticate(api, req.headers()).await?);
     let path = req.uri().path();
     let (permission, get_only) = match path {
         "/api/v1/whoami" => (None, true),
-        "/api/v1/audit/requests" | "/api/v1/audit/verify" => (Some(Permission::ReadAudit), true),
+        "/api/v1/audit/requests" | "/api/v1/audit/changes" | "/api/v1/audit/verify" => {
+            (Some(Permission::ReadAudit), true)
+        }
         _ => {
             return Err(GatewayError::new(
                 ErrorCode::RouteNotFound,
@@ -157,7 +261,8 @@ async fn route<B>(api: &Api, req: &Request<B>) -> Result<Response<Body>, Gateway
                 }),
             ))
         }
-        "/api/v1/audit/requests" => audit_requests(api, query).await,
+        "/api/v1/audit/requests" => audit_records(api, "request", query).await,
+        "/api/v1/audit/changes" => audit_records(api, "change", query).await,
         _ => audit_verify(api, query).await,
     }
 }
@@ -239,10 +344,11 @@ fn bad_request(message: impl Into<std::borrow::Cow<'static, str>>) -> GatewayErr
     GatewayError::new(ErrorCode::BadRequest, message)
 }
 
-/// `GET /api/v1/audit/requests`: request records, oldest first, filtered like
-/// `portcullis audit query`, a page at a time.
-async fn audit_requests(api: &Api, query: &str) -> Result<Response<Body>, GatewayError> {
+/// `GET /api/v1/audit/requests` and `…/changes`: request or change records, oldest first,
+/// filtered like `portcullis audit query`, a page at a time.
+async fn audit_records(api: &Api, kind: &str, query: &str) -> Result<Response<Body>, GatewayError> {
     let mut filter = AuditFilter {
+        kind: Some(kind.to_owned()),
         limit: 100,
         ..Default::default()
     };

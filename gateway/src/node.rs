@@ -273,6 +273,7 @@ pub async fn run(
     let api = Arc::new(crate::manage::Api {
         store: store.clone(),
         secret: secret.clone(),
+        audit: audit.clone(),
     });
     let mcp = crate::mcp::Mcp {
         settings: crate::mcp::McpSettings {
@@ -366,7 +367,9 @@ pub async fn run(
         admin_listener,
         None,
         limits,
-        move |_peer, req| admin::handle(gw.clone(), h.clone(), api.clone(), req),
+        move |peer: crate::forward::Peer, req| {
+            admin::handle(gw.clone(), h.clone(), api.clone(), peer.addr, req)
+        },
         admin_stop_rx,
         Duration::from_secs(1),
     ));

@@ -194,6 +194,70 @@ async fn operators_act_under_their_roles() {
     assert!(out.status.success());
     let (status, _) = get(&node, Some(&auditor), "/api/v1/audit/requests").await;
     assert_eq!(status, 401);
+    // Every refused attempt left a change record, in the same chain as the request records:
+    // no token, three bad ones, viewer and editor refused, the revoked auditor.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let changes = loop {
+        let (status, body) = get(&node, Some(&admin), "/api/v1/audit/changes").await;
+        assert_eq!(status, 200);
+        let changes = body["records"].as_array().unwrap().clone();
+        if changes.len() >= 7 || std::time::Instant::now() > deadline {
+            break changes;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(changes.len(), 7, "{changes:#?}");
+    let reasons: Vec<&str> = changes
+        .iter()
+        .map(|c| c["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "unauthenticated",
+            "invalid_credential",
+            "invalid_credential",
+            "invalid_credential",
+            "permission_denied",
+            "permission_denied",
+            "invalid_credential"
+        ]
+    );
+    let viewer_refused = &changes[4];
+    assert_eq!(viewer_refused["kind"], "change");
+    assert_eq!(viewer_refused["channel"], "api");
+    assert_eq!(viewer_refused["who"]["subject"], "viewer-1");
+    assert_eq!(viewer_refused["who"]["kind"], "service");
+    assert_eq!(
+        viewer_refused["who"]["roles"],
+        serde_json::json!(["viewer"])
+    );
+    assert_eq!(viewer_refused["who"]["source_ip"], "127.0.0.1");
+    assert_eq!(viewer_refused["action"], "request_records.read");
+    assert_eq!(
+        (
+            viewer_refused["outcome"].as_str(),
+            viewer_refused["status"].as_u64()
+        ),
+        (Some("denied"), Some(403))
+    );
+    assert_eq!(changes[0]["who"]["kind"], "unknown");
+    // No secret in any of them, and request records stay apart.
+    let text = serde_json::to_string(&changes).unwrap();
+    for token in [&admin, &auditor, &viewer, &editor, &data_plane_token] {
+        assert!(!text.contains(token.as_str()));
+    }
+    let (_, requests) = get(&node, Some(&admin), "/api/v1/audit/requests?limit=1000").await;
+    assert!(
+        requests["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.get("kind").is_none())
+    );
+    let (_, verified) = get(&node, Some(&admin), "/api/v1/audit/verify").await;
+    assert_eq!(verified["intact"], true, "{verified}");
+
     // Operators are listed without their tokens.
     let listed = String::from_utf8_lossy(&node.cli(&["operator", "list"]).stdout).into_owned();
     assert!(listed.contains("\"id\":\"auditor-1\"") && listed.contains("revoked_at"));

@@ -28,6 +28,7 @@ use crate::store::{AuditRow, Store};
 /// What the journal task receives.
 pub enum Message {
     Record(Box<RequestRecord>),
+    Change(Box<super::change::ChangeRecord>),
     /// Journal everything before this, then write it to the database within the deadline.
     Flush(Duration, oneshot::Sender<()>),
 }
@@ -160,8 +161,13 @@ async fn journal_task(
         let mut flushes = Vec::new();
         for message in messages.drain(..) {
             match message {
-                Message::Record(record) => {
-                    let body = serde_json::to_string(&record).expect("a record serializes");
+                Message::Record(_) | Message::Change(_) => {
+                    let body = match &message {
+                        Message::Record(r) => serde_json::to_string(r),
+                        Message::Change(c) => serde_json::to_string(c),
+                        Message::Flush(..) => unreachable!("matched above"),
+                    }
+                    .expect("a record serializes");
                     state.seq += 1;
                     let hash = link(&state.prev, &body);
                     let entry = Entry {
@@ -173,7 +179,11 @@ async fn journal_task(
                     text.push_str(&serde_json::to_string(&entry).expect("an entry serializes"));
                     text.push('\n');
                     export(&entry);
-                    entries.push(row_of(&node, entry, &record));
+                    entries.push(match &message {
+                        Message::Change(c) => change_row(&node, entry, c),
+                        Message::Record(r) => row_of(&node, entry, r),
+                        Message::Flush(..) => unreachable!("matched above"),
+                    });
                 }
                 Message::Flush(deadline, done) => flushes.push((deadline, done)),
             }
@@ -344,18 +354,46 @@ fn export(entry: &Entry) {
         i64::try_from(entry.seq).unwrap_or(i64::MAX).into(),
     ));
     attributes.push(("hash".to_owned(), entry.hash.clone().into()));
-    telemetry::export_event(
-        "portcullis.audit",
-        "portcullis.request",
-        &entry.body,
-        attributes,
-    );
+    let event = if value.get("kind").and_then(|k| k.as_str()) == Some("change") {
+        "portcullis.change"
+    } else {
+        "portcullis.request"
+    };
+    telemetry::export_event("portcullis.audit", event, &entry.body, attributes);
 }
 
 /// The row of a journaled entry, its columns read back from its body (replay).
 fn row(node: &str, e: Entry) -> AuditRow {
+    if let Ok(c) = serde_json::from_str::<super::change::ChangeRecord>(&e.body)
+        && c.kind == "change"
+    {
+        return change_row(node, e, &c);
+    }
     let r: RequestRecord = serde_json::from_str(&e.body).unwrap_or_default();
     row_of(node, e, &r)
+}
+
+/// The row of a change record: who acted is in the body; the columns that filter request
+/// records by client or product stay empty.
+fn change_row(node: &str, e: Entry, c: &super::change::ChangeRecord) -> AuditRow {
+    AuditRow {
+        node: node.to_owned(),
+        seq: e.seq,
+        kind: "change".to_owned(),
+        recorded_at: c.timestamp.clone(),
+        channel: c.channel.clone(),
+        outcome: c.outcome.as_str().to_owned(),
+        reason: c.reason.clone(),
+        status: c.status,
+        client: None,
+        profile: None,
+        partner: None,
+        collection: None,
+        operation: None,
+        body: e.body,
+        prev_hash: e.prev,
+        hash: e.hash,
+    }
 }
 
 /// The row of an entry whose record is at hand: the indexed columns and the exact body.
@@ -363,6 +401,7 @@ fn row_of(node: &str, e: Entry, r: &RequestRecord) -> AuditRow {
     AuditRow {
         node: node.to_owned(),
         seq: e.seq,
+        kind: "request".to_owned(),
         recorded_at: r.timestamp.clone(),
         channel: r.channel.clone(),
         outcome: r.outcome.as_str().to_owned(),

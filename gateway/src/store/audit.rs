@@ -11,6 +11,8 @@ use super::{Store, StoreError};
 pub struct AuditRow {
     pub node: String,
     pub seq: u64,
+    /// `request` or `change`.
+    pub kind: String,
     pub recorded_at: String,
     pub channel: String,
     pub outcome: String,
@@ -29,6 +31,8 @@ pub struct AuditRow {
 /// What `audit query` filters on; every field is optional.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
+    /// `request` or `change` records only.
+    pub kind: Option<String>,
     pub client: Option<String>,
     pub profile: Option<String>,
     pub partner: Option<String>,
@@ -55,8 +59,8 @@ impl Store {
             for r in rows {
                 sqlx::query(
                     "INSERT INTO audit_records (node, seq, recorded_at, channel, outcome, reason, \
-                     status, client, profile, partner, collection, operation, body, prev_hash, hash) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                     status, client, profile, partner, collection, operation, body, prev_hash, hash, kind) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
                      ON CONFLICT (node, seq) DO NOTHING",
                 )
                 .bind(&r.node)
@@ -74,6 +78,7 @@ impl Store {
                 .bind(&r.body)
                 .bind(&r.prev_hash)
                 .bind(&r.hash)
+                .bind(&r.kind)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -109,7 +114,7 @@ impl Store {
     pub async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
         let mut sql = String::from(
             "SELECT node, seq, recorded_at, channel, outcome, reason, status, client, profile, \
-             partner, collection, operation, body, prev_hash, hash FROM audit_records WHERE 1 = 1",
+             partner, collection, operation, body, prev_hash, hash, kind FROM audit_records WHERE 1 = 1",
         );
         let mut binds: Vec<String> = Vec::new();
         let mut add = |sql: &mut String, column: &str, op: &str, value: &Option<String>| {
@@ -118,6 +123,7 @@ impl Store {
                 sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
             }
         };
+        add(&mut sql, "kind", "=", &filter.kind);
         add(&mut sql, "client", "=", &filter.client);
         add(&mut sql, "profile", "=", &filter.profile);
         add(&mut sql, "partner", "=", &filter.partner);
@@ -165,6 +171,7 @@ impl Store {
                 body: r.get(12),
                 prev_hash: r.get(13),
                 hash: r.get(14),
+                kind: r.get(15),
             }).collect::<Vec<_>>()
         });
         Ok(rows)
