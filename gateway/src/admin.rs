@@ -47,14 +47,15 @@ impl Health {
 }
 
 /// Answers one admin request.
-pub async fn handle<B>(
+pub async fn handle(
     gw: Arc<Gateway>,
     health: Arc<Health>,
     api: Arc<crate::manage::Api>,
     peer: std::net::SocketAddr,
-    req: Request<B>,
+    req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     if req.uri().path().starts_with("/api/v1/") {
+        let req = req.map(|b| crate::body::limit_inbound(b, 1024 * 1024));
         return crate::manage::handle(api, peer.ip(), req).await;
     }
     let get = req.method() == Method::GET || req.method() == Method::HEAD;

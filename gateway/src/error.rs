@@ -77,11 +77,16 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// Management API: the operator is known, but none of its roles allows the request.
     PermissionDenied,
+    /// Management API: the request body is not JSON of the expected shape, or its values are
+    /// invalid; the message names the fields.
+    InvalidBody,
+    /// Management API: the object exists already (or changed meanwhile).
+    Conflict,
 }
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::BadRequest,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -109,6 +114,8 @@ impl ErrorCode {
         ErrorCode::NotAcceptable,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PermissionDenied,
+        ErrorCode::InvalidBody,
+        ErrorCode::Conflict,
     ];
 
     /// The code as it appears in bodies, logs and records.
@@ -141,6 +148,8 @@ impl ErrorCode {
             ErrorCode::NotAcceptable => "not_acceptable",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::Conflict => "conflict",
         }
     }
 
@@ -173,6 +182,8 @@ impl ErrorCode {
             ErrorCode::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorCode::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
         }
     }
 }

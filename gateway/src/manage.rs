@@ -100,12 +100,31 @@ impl Operator {
     }
 }
 
-/// Answers a request under `/api/v1` from `source`.
-pub async fn handle<B>(api: Arc<Api>, source: std::net::IpAddr, req: Request<B>) -> Response<Body> {
+/// Answers a request under `/api/v1` from `source`. The body is already bounded.
+pub async fn handle(api: Arc<Api>, source: std::net::IpAddr, req: Request<Body>) -> Response<Body> {
     let request_id = uuid::Uuid::new_v4().to_string();
+    let (parts, body) = req.into_parts();
     let mut operator = None;
-    match route(&api, &req, &mut operator).await {
-        Ok(response) => response,
+    let context = Context {
+        api: &api,
+        request_id: &request_id,
+        source,
+        parts: &parts,
+    };
+    match route(&api, &parts, body, &mut operator).await {
+        Ok((response, change)) => {
+            if let Some(change) = change {
+                let status = response.status().as_u16();
+                api.audit.record_change(context.record(
+                    operator.as_ref(),
+                    change,
+                    crate::audit::record::Outcome::Allowed,
+                    None,
+                    status,
+                ));
+            }
+            response
+        }
         Err(e) => {
             // Every refused attempt is a change record, whoever made it.
             if matches!(
@@ -114,16 +133,85 @@ pub async fn handle<B>(api: Arc<Api>, source: std::net::IpAddr, req: Request<B>)
                     | ErrorCode::InvalidCredential
                     | ErrorCode::PermissionDenied
             ) {
-                api.audit.record_change(refusal_record(
-                    &api.audit,
-                    &request_id,
-                    source,
-                    &req,
+                let (action, resource) = action(&parts.method, parts.uri.path());
+                let change = Changed {
+                    action,
+                    resource,
+                    before: None,
+                    after: None,
+                };
+                api.audit.record_change(context.record(
                     operator.as_ref(),
-                    &e,
+                    change,
+                    crate::audit::record::Outcome::Denied,
+                    Some(e.code),
+                    e.code.status().as_u16(),
                 ));
             }
             e.into_response(&request_id)
+        }
+    }
+}
+
+/// A change a management request made (or was refused).
+struct Changed {
+    action: String,
+    resource: crate::audit::change::Resource,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+/// What a change record says about the request that made it.
+struct Context<'a> {
+    api: &'a Api,
+    request_id: &'a str,
+    source: std::net::IpAddr,
+    parts: &'a http::request::Parts,
+}
+
+impl Context<'_> {
+    fn record(
+        &self,
+        operator: Option<&Operator>,
+        change: Changed,
+        outcome: crate::audit::record::Outcome,
+        reason: Option<ErrorCode>,
+        status: u16,
+    ) -> crate::audit::change::ChangeRecord {
+        use crate::audit::change::{Actor, ChangeRecord, SCHEMA_VERSION};
+        ChangeRecord {
+            schema: SCHEMA_VERSION,
+            kind: "change".into(),
+            request_id: self.request_id.to_owned(),
+            timestamp: crate::audit::timestamp(time::OffsetDateTime::now_utc()),
+            node: self.api.audit.node().to_owned(),
+            channel: "api".into(),
+            who: Actor {
+                subject: operator.map(|o| o.id.clone()),
+                kind: if operator.is_some() {
+                    "service"
+                } else {
+                    "unknown"
+                }
+                .into(),
+                roles: operator
+                    .map(|o| o.roles.iter().map(|r| r.as_str().to_owned()).collect())
+                    .unwrap_or_default(),
+                source_ip: self.source.to_string(),
+                user_agent: self
+                    .parts
+                    .headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.chars().take(256).collect()),
+            },
+            action: change.action,
+            resource: change.resource,
+            before: change.before,
+            after: change.after,
+            outcome,
+            reason: reason.map(|c| c.as_str().to_owned()),
+            status,
         }
     }
 }
@@ -160,63 +248,31 @@ fn action(method: &Method, path: &str) -> (String, crate::audit::change::Resourc
     (format!("{}.{verb}", resource.kind), resource)
 }
 
-fn refusal_record<B>(
-    audit: &crate::audit::Audit,
-    request_id: &str,
-    source: std::net::IpAddr,
-    req: &Request<B>,
-    operator: Option<&Operator>,
-    e: &GatewayError,
-) -> crate::audit::change::ChangeRecord {
-    use crate::audit::change::{Actor, ChangeRecord, SCHEMA_VERSION};
-    let (action, resource) = action(req.method(), req.uri().path());
-    ChangeRecord {
-        schema: SCHEMA_VERSION,
-        kind: "change".into(),
-        request_id: request_id.to_owned(),
-        timestamp: crate::audit::timestamp(time::OffsetDateTime::now_utc()),
-        node: audit.node().to_owned(),
-        channel: "api".into(),
-        who: Actor {
-            subject: operator.map(|o| o.id.clone()),
-            kind: if operator.is_some() {
-                "service"
-            } else {
-                "unknown"
-            }
-            .into(),
-            roles: operator
-                .map(|o| o.roles.iter().map(|r| r.as_str().to_owned()).collect())
-                .unwrap_or_default(),
-            source_ip: source.to_string(),
-            user_agent: req
-                .headers()
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.chars().take(256).collect()),
-        },
-        action,
-        resource,
-        before: None,
-        after: None,
-        outcome: crate::audit::record::Outcome::Denied,
-        reason: Some(e.code.as_str().to_owned()),
-        status: e.code.status().as_u16(),
-    }
-}
+/// The answer, and the change it made (recorded by the caller).
+type Answer = (Response<Body>, Option<Changed>);
 
-async fn route<B>(
+async fn route(
     api: &Api,
-    req: &Request<B>,
+    parts: &http::request::Parts,
+    body: Body,
     who: &mut Option<Operator>,
-) -> Result<Response<Body>, GatewayError> {
-    let operator = who.insert(authenticate(api, req.headers()).await?);
-    let path = req.uri().path();
-    let (permission, get_only) = match path {
-        "/api/v1/whoami" => (None, true),
+) -> Result<Answer, GatewayError> {
+    let operator = who.insert(authenticate(api, &parts.headers).await?);
+    let path = parts.uri.path();
+    let method = &parts.method;
+    let operator_id = path
+        .strip_prefix("/api/v1/operators/")
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    let (permission, allowed): (Option<Permission>, &[Method]) = match path {
+        "/api/v1/whoami" => (None, &[Method::GET]),
         "/api/v1/audit/requests" | "/api/v1/audit/changes" | "/api/v1/audit/verify" => {
-            (Some(Permission::ReadAudit), true)
+            (Some(Permission::ReadAudit), &[Method::GET])
         }
+        "/api/v1/operators" => (
+            Some(Permission::ManageOperators),
+            &[Method::GET, Method::POST],
+        ),
+        _ if operator_id.is_some() => (Some(Permission::ManageOperators), &[Method::DELETE]),
         _ => {
             return Err(GatewayError::new(
                 ErrorCode::RouteNotFound,
@@ -224,9 +280,20 @@ async fn route<B>(
             ));
         }
     };
-    if get_only && req.method() != Method::GET {
-        return Err(GatewayError::new(ErrorCode::MethodNotAllowed, "use GET")
-            .with_header(http::header::ALLOW, HeaderValue::from_static("GET")));
+    if !allowed.contains(method) {
+        let list = allowed
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(GatewayError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not allowed here; allowed: {list}"),
+        )
+        .with_header(
+            http::header::ALLOW,
+            HeaderValue::from_str(&list).expect("method names are header-safe"),
+        ));
     }
     if let Some(permission) = permission
         && !operator.may(permission)
@@ -244,14 +311,15 @@ async fn route<B>(
             ),
         ));
     }
-    let query = req.uri().query().unwrap_or("");
-    match path {
-        "/api/v1/whoami" => {
+    let query = parts.uri.query().unwrap_or("");
+    let read = |response| Ok((response, None));
+    match (path, operator_id) {
+        ("/api/v1/whoami", _) => {
             let permissions: Vec<Permission> = Permission::ALL
                 .into_iter()
                 .filter(|p| operator.may(*p))
                 .collect();
-            Ok(json_response(
+            read(json_response(
                 StatusCode::OK,
                 &json!({
                     "id": operator.id,
@@ -261,10 +329,137 @@ async fn route<B>(
                 }),
             ))
         }
-        "/api/v1/audit/requests" => audit_records(api, "request", query).await,
-        "/api/v1/audit/changes" => audit_records(api, "change", query).await,
-        _ => audit_verify(api, query).await,
+        ("/api/v1/audit/requests", _) => read(audit_records(api, "request", query).await?),
+        ("/api/v1/audit/changes", _) => read(audit_records(api, "change", query).await?),
+        ("/api/v1/audit/verify", _) => read(audit_verify(api, query).await?),
+        ("/api/v1/operators", _) if method == Method::GET => {
+            let list = api.store.operators().await.map_err(store_error)?;
+            read(json_response(StatusCode::OK, &json!({ "operators": list })))
+        }
+        ("/api/v1/operators", _) => create_operator(api, body).await,
+        (_, Some(id)) => revoke_operator(api, id).await,
+        _ => unreachable!("every path was matched above"),
     }
+}
+
+/// `POST /api/v1/operators`: a new operator; its token is in this answer only.
+async fn create_operator(api: &Api, body: Body) -> Result<Answer, GatewayError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NewOperator {
+        id: String,
+        roles: Vec<String>,
+        #[serde(default)]
+        description: String,
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        expires_at: Option<time::OffsetDateTime>,
+    }
+    let bytes = crate::body::collect_limited(body, 64 * 1024)
+        .await
+        .map_err(|e| bad_request(format!("the body cannot be read: {e}")))?;
+    let new: NewOperator = serde_json::from_slice(&bytes).map_err(|e| {
+        GatewayError::new(
+            ErrorCode::InvalidBody,
+            format!("the body is not a new operator: {e}"),
+        )
+    })?;
+    let mut problems = Vec::new();
+    let id_ok = (1..=128).contains(&new.id.len())
+        && new.id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && new
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !id_ok {
+        problems.push(
+            "id: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+                .to_owned(),
+        );
+    }
+    if new.roles.is_empty() {
+        problems.push("roles: at least one of viewer, editor, admin, auditor".to_owned());
+    }
+    let mut roles = Vec::new();
+    for (i, r) in new.roles.iter().enumerate() {
+        match Role::parse(r) {
+            Some(role) => roles.push(role),
+            None => problems.push(format!(
+                "roles[{i}]: '{r}' is not viewer, editor, admin or auditor"
+            )),
+        }
+    }
+    if new
+        .expires_at
+        .is_some_and(|t| t <= time::OffsetDateTime::now_utc())
+    {
+        problems.push("expires_at: must be in the future".to_owned());
+    }
+    if !problems.is_empty() {
+        return Err(GatewayError::new(
+            ErrorCode::InvalidBody,
+            problems.join("; "),
+        ));
+    }
+    let existing = api.store.operators().await.map_err(store_error)?;
+    if existing.iter().any(|o| o.id == new.id) {
+        return Err(GatewayError::new(
+            ErrorCode::Conflict,
+            format!("operator '{}' exists", new.id),
+        ));
+    }
+    let (row, token) = issue(
+        &api.secret,
+        &new.id,
+        &roles,
+        &new.description,
+        new.expires_at,
+    );
+    api.store.insert_operator(&row).await.map_err(store_error)?;
+    let after = serde_json::to_value(&row).unwrap_or(Value::Null);
+    let mut shown = after.clone();
+    shown["token"] = token.into();
+    Ok((
+        json_response(StatusCode::CREATED, &shown),
+        Some(Changed {
+            action: "operators.create".into(),
+            resource: crate::audit::change::Resource {
+                kind: "operators".into(),
+                id: Some(row.id.clone()),
+            },
+            before: None,
+            after: Some(after),
+        }),
+    ))
+}
+
+/// `DELETE /api/v1/operators/{id}`: revokes the operator's token, on every node at once.
+async fn revoke_operator(api: &Api, id: &str) -> Result<Answer, GatewayError> {
+    let operators = api.store.operators().await.map_err(store_error)?;
+    let Some(before) = operators.into_iter().find(|o| o.id == id) else {
+        return Err(GatewayError::new(
+            ErrorCode::RouteNotFound,
+            format!("no operator '{id}'"),
+        ));
+    };
+    let now = crate::audit::timestamp(time::OffsetDateTime::now_utc());
+    api.store
+        .revoke_operator(id, &now)
+        .await
+        .map_err(store_error)?;
+    let mut after = before.clone();
+    after.revoked_at.get_or_insert(now);
+    Ok((
+        json_response(StatusCode::OK, &json!(after)),
+        Some(Changed {
+            action: "operators.delete".into(),
+            resource: crate::audit::change::Resource {
+                kind: "operators".into(),
+                id: Some(id.to_owned()),
+            },
+            before: Some(json!(before)),
+            after: Some(json!(after)),
+        }),
+    ))
 }
 
 /// The operator a bearer token identifies: known, not revoked, not expired.

@@ -286,3 +286,172 @@ async fn the_bootstrap_admin_is_made_once_or_taken_from_the_environment() {
     let (status, me) = get(&third, Some(&chosen), "/api/v1/whoami").await;
     assert_eq!((status, me["roles"][0].as_str()), (200, Some("admin")));
 }
+
+async fn send(
+    node: &Node,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", node.admin))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn operators_are_managed_through_the_api_and_every_change_is_recorded() {
+    use reqwest::Method;
+    let node = Node::builder().start();
+    let admin = bootstrap_token(&node).unwrap();
+    let editor = operator(&node, "editor-1", "editor");
+
+    // Only admins manage operators.
+    let (status, _) = send(&node, &editor, Method::GET, "/api/v1/operators", None).await;
+    assert_eq!(status, 403);
+    let new = serde_json::json!({"id": "deployer", "roles": ["editor"], "description": "CI"});
+    let (status, _) = send(
+        &node,
+        &editor,
+        Method::POST,
+        "/api/v1/operators",
+        Some(new.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let (status, created) = send(
+        &node,
+        &admin,
+        Method::POST,
+        "/api/v1/operators",
+        Some(new.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("pco_"));
+    assert!(created.get("token_hash").is_none());
+    let (status, me) = get(&node, Some(&token), "/api/v1/whoami").await;
+    assert_eq!((status, me["id"].as_str()), (200, Some("deployer")));
+
+    // Bad bodies change nothing and name the fields; an existing id conflicts.
+    for (body, needle) in [
+        (
+            serde_json::json!({"id": "x y", "roles": ["owner"]}),
+            "roles[0]: 'owner'",
+        ),
+        (
+            serde_json::json!({"id": "ok", "roles": []}),
+            "roles: at least one",
+        ),
+        (
+            serde_json::json!({"id": "ok", "roles": ["viewer"], "colour": "red"}),
+            "unknown field `colour`",
+        ),
+        (
+            serde_json::json!({"id": "ok", "roles": ["viewer"], "expires_at": "2001-01-01T00:00:00Z"}),
+            "expires_at: must be in the future",
+        ),
+    ] {
+        let (status, answer) =
+            send(&node, &admin, Method::POST, "/api/v1/operators", Some(body)).await;
+        assert_eq!(
+            (status, code(&answer.to_string())),
+            (422, "invalid_body".into())
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{answer}"
+        );
+    }
+    let (status, answer) = send(&node, &admin, Method::POST, "/api/v1/operators", Some(new)).await;
+    assert_eq!(
+        (status, code(&answer.to_string())),
+        (409, "conflict".into())
+    );
+    let (_, list) = send(&node, &admin, Method::GET, "/api/v1/operators", None).await;
+    let ids: Vec<&str> = list["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["bootstrap-admin", "deployer", "editor-1"]);
+
+    // Revocation through the API counts at once.
+    let (status, revoked) = send(
+        &node,
+        &admin,
+        Method::DELETE,
+        "/api/v1/operators/deployer",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(revoked["revoked_at"].is_string());
+    assert_eq!(get(&node, Some(&token), "/api/v1/whoami").await.0, 401);
+    let (status, _) = send(
+        &node,
+        &admin,
+        Method::DELETE,
+        "/api/v1/operators/nobody",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The change records: the two refusals, the creation and the revocation, with before
+    // and after, and never a token or its hash.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let changes = loop {
+        let (_, body) = get(&node, Some(&admin), "/api/v1/audit/changes").await;
+        let changes = body["records"].as_array().unwrap().clone();
+        if changes.len() >= 5 || std::time::Instant::now() > deadline {
+            break changes;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let summary: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("operators.read", "denied"),
+            ("operators.create", "denied"),
+            ("operators.create", "allowed"),
+            ("operators.delete", "allowed"),
+            ("whoami.read", "denied"),
+        ]
+    );
+    let create = &changes[2];
+    assert_eq!(create["who"]["subject"], "bootstrap-admin");
+    assert_eq!(
+        create["resource"],
+        serde_json::json!({"kind": "operators", "id": "deployer"})
+    );
+    assert_eq!(create["after"]["roles"], serde_json::json!(["editor"]));
+    assert_eq!(create["status"], 201);
+    let delete = &changes[3];
+    assert!(delete["before"]["revoked_at"].is_null());
+    assert!(delete["after"]["revoked_at"].is_string());
+    let text = serde_json::to_string(&changes).unwrap();
+    assert!(!text.contains(&token) && !text.contains("token_hash"));
+}
