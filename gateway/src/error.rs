@@ -80,13 +80,15 @@ pub enum ErrorCode {
     /// Management API: the request body is not JSON of the expected shape, or its values are
     /// invalid; the message names the fields.
     InvalidBody,
-    /// Management API: the object exists already (or changed meanwhile).
+    /// Management API: the object exists already, or the change conflicts with what is stored.
     Conflict,
+    /// Management API: `If-Match` names a version of the object that is no longer stored.
+    PreconditionFailed,
 }
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::BadRequest,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -116,6 +118,7 @@ impl ErrorCode {
         ErrorCode::PermissionDenied,
         ErrorCode::InvalidBody,
         ErrorCode::Conflict,
+        ErrorCode::PreconditionFailed,
     ];
 
     /// The code as it appears in bodies, logs and records.
@@ -150,6 +153,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::InvalidBody => "invalid_body",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::PreconditionFailed => "precondition_failed",
         }
     }
 
@@ -184,6 +188,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorCode::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         }
     }
 }

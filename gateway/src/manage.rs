@@ -7,6 +7,8 @@
 //! the store on each request (so a revocation counts on every node at once), then checked
 //! against [`Role::allows`].
 
+mod objects;
+
 use std::sync::Arc;
 
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
@@ -263,6 +265,18 @@ async fn route(
     let operator_id = path
         .strip_prefix("/api/v1/operators/")
         .filter(|id| !id.is_empty() && !id.contains('/'));
+    // `/api/v1/collections[/{id}]` and `/api/v1/clients[/{id}]`.
+    let object = path.strip_prefix("/api/v1/").and_then(|rest| {
+        let (segment, id) = match rest.split_once('/') {
+            Some((segment, id)) => (segment, Some(id)),
+            None => (rest, None),
+        };
+        let kind = objects::ObjectKind::from_segment(segment)?;
+        match id {
+            Some(id) if id.is_empty() || id.contains('/') => None,
+            id => Some((kind, id)),
+        }
+    });
     let (permission, allowed): (Option<Permission>, &[Method]) = match path {
         "/api/v1/whoami" => (None, &[Method::GET]),
         "/api/v1/audit/requests" | "/api/v1/audit/changes" | "/api/v1/audit/verify" => {
@@ -273,12 +287,23 @@ async fn route(
             &[Method::GET, Method::POST],
         ),
         _ if operator_id.is_some() => (Some(Permission::ManageOperators), &[Method::DELETE]),
-        _ => {
-            return Err(GatewayError::new(
-                ErrorCode::RouteNotFound,
-                "no such management endpoint",
-            ));
-        }
+        _ => match (object, method) {
+            (Some((_, None)), _) => (Some(Permission::ReadConfig), &[Method::GET]),
+            (Some((_, Some(_))), &Method::GET) => (
+                Some(Permission::ReadConfig),
+                &[Method::GET, Method::PUT, Method::DELETE],
+            ),
+            (Some((_, Some(_))), _) => (
+                Some(Permission::WriteConfig),
+                &[Method::GET, Method::PUT, Method::DELETE],
+            ),
+            (None, _) => {
+                return Err(GatewayError::new(
+                    ErrorCode::RouteNotFound,
+                    "no such management endpoint",
+                ));
+            }
+        },
     };
     if !allowed.contains(method) {
         let list = allowed
@@ -338,7 +363,13 @@ async fn route(
         }
         ("/api/v1/operators", _) => create_operator(api, body).await,
         (_, Some(id)) => revoke_operator(api, id).await,
-        _ => unreachable!("every path was matched above"),
+        _ => match object {
+            Some((kind, None)) => objects::list(api, kind).await,
+            Some((kind, Some(id))) => {
+                objects::one(api, kind, id, method, &parts.headers, body).await
+            }
+            None => unreachable!("every path was matched above"),
+        },
     }
 }
 

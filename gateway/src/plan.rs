@@ -46,7 +46,14 @@ pub enum ApplyError {
     Invalid(Vec<FieldError>),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The caller's precondition on what is stored does not hold (e.g. an `If-Match`).
+    #[error("{0}")]
+    Precondition(String),
 }
+
+/// A check of the stored configuration, made just before committing (and again after a
+/// concurrent commit): the write goes ahead only while it holds.
+pub type Check<'a> = &'a (dyn Fn(&Config) -> Result<(), String> + Sync);
 
 /// Applies a configuration to the store. The file may refer to objects that only the store
 /// holds (a clients-only file granting stored collections): what must be valid is the result.
@@ -55,20 +62,72 @@ pub async fn apply(
     file: &Config,
     options: ApplyOptions,
 ) -> Result<Applied, ApplyError> {
+    apply_checked(store, file, options, &|_| Ok(())).await
+}
+
+/// [`apply`], committed only while `check` accepts the stored configuration it replaces.
+pub async fn apply_checked(
+    store: &Store,
+    file: &Config,
+    options: ApplyOptions,
+    check: Check<'_>,
+) -> Result<Applied, ApplyError> {
     let desired = flatten(file);
     // Another writer may commit between our read and our write; the commit then fails with
     // a conflict and the plan is recomputed against what is now stored.
     let mut attempts = 0;
     loop {
         let (version, current) = store.load().await?;
+        let stored = assemble(&current)?;
+        check(&stored).map_err(ApplyError::Precondition)?;
         // The file first, so that problems are reported with its own field paths; its
         // references may resolve to stored objects. Then the whole result.
-        config::validate_in(file, &assemble(&current)?)
+        config::validate_in(file, &stored)
             .map_err(|problems| ApplyError::File(ConfigError::Invalid(problems)))?;
         let target = merge(&current, &desired, options.prune);
         config::validate(&assemble(&target)?).map_err(ApplyError::Invalid)?;
         let changes = diff(&current, &target);
         if options.dry_run || changes.is_empty() {
+            return Ok(Applied {
+                changes,
+                version,
+                committed: false,
+            });
+        }
+        match store.commit(version, &changes).await {
+            Ok(version) => {
+                return Ok(Applied {
+                    changes,
+                    version,
+                    committed: true,
+                });
+            }
+            Err(StoreError::Conflict { .. }) if attempts < 5 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Deletes a collection or client (`root`) with everything under it, committed only while
+/// `check` accepts the stored configuration and the result is still valid (nothing else
+/// refers to it). The changes made; none when it did not exist.
+pub async fn remove_checked(
+    store: &Store,
+    root: (Kind, &str),
+    check: Check<'_>,
+) -> Result<Applied, ApplyError> {
+    let mut attempts = 0;
+    loop {
+        let (version, current) = store.load().await?;
+        check(&assemble(&current)?).map_err(ApplyError::Precondition)?;
+        let target: Records = current
+            .iter()
+            .filter(|(k, _)| k.root() != root)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        config::validate(&assemble(&target)?).map_err(ApplyError::Invalid)?;
+        let changes = diff(&current, &target);
+        if changes.is_empty() {
             return Ok(Applied {
                 changes,
                 version,

@@ -455,3 +455,226 @@ async fn operators_are_managed_through_the_api_and_every_change_is_recorded() {
     let text = serde_json::to_string(&changes).unwrap();
     assert!(!text.contains(&token) && !text.contains("token_hash"));
 }
+
+#[tokio::test]
+async fn configuration_objects_are_edited_safely_through_the_api() {
+    use reqwest::Method;
+    let up = Upstream::start().await;
+    let node = Node::with_config(&collection(
+        "orders",
+        "/orders",
+        &up.url(),
+        "      - { id: list, methods: [GET], path: / }\n",
+    ));
+    let admin = bootstrap_token(&node).unwrap();
+    let viewer = operator(&node, "viewer-1", "viewer");
+    let editor = operator(&node, "editor-1", "editor");
+
+    // Viewers read, with an ETag; they cannot write.
+    let (status, list) = send(&node, &viewer, Method::GET, "/api/v1/collections", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["collections"][0]["id"], "orders");
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/collections/orders", node.admin))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    let mut orders: Value = r.json().await.unwrap();
+    let (status, _) = send(
+        &node,
+        &viewer,
+        Method::PUT,
+        "/api/v1/collections/orders",
+        Some(orders.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // An editor creates a collection: validated like a file, live after the next poll.
+    let billing = serde_json::json!({
+        "id": "billing", "base_path": "/billing",
+        "upstreams": {"sandbox": format!("{}/billing", up.url())},
+        "operations": [{"id": "get", "methods": ["GET"], "path": "/"}]
+    });
+    let (status, created) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/collections/billing",
+        Some(billing.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    // Broken bodies: field paths relative to the body; nothing stored.
+    let mut broken = billing.clone();
+    broken["operations"][0]["path"] = "no-slash".into();
+    let (status, answer) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/collections/billing",
+        Some(broken),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&answer.to_string())),
+        (422, "invalid_body".into())
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("operations[0].path:"),
+        "{answer}"
+    );
+    let (status, answer) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/collections/billing",
+        Some(serde_json::json!({"id": "billing", "colour": 1})),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    let (status, answer) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/collections/other",
+        Some(billing.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["message"].as_str()),
+        (422, Some("id: must be 'other', as in the path"))
+    );
+    // Valid alone, not with what is stored.
+    let mut clash = billing.clone();
+    clash["id"] = "clash".into();
+    clash["base_path"] = "/orders".into();
+    let (status, answer) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/collections/clash",
+        Some(clash),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&answer.to_string())),
+        (409, "conflict".into()),
+        "{answer}"
+    );
+
+    // Concurrent edits: an If-Match that no longer holds is refused with 412.
+    orders["description"] = "first edit".into();
+    let put = |token: &str, body: &Value, if_match: &str| {
+        reqwest::Client::new()
+            .put(format!("{}/api/v1/collections/orders", node.admin))
+            .bearer_auth(token)
+            .header("if-match", if_match)
+            .json(body)
+            .send()
+    };
+    let first = put(&editor, &orders, &etag).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let new_etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(new_etag, etag);
+    orders["description"] = "second edit, from the stale copy".into();
+    let stale = put(&editor, &orders, &etag).await.unwrap();
+    assert_eq!(stale.status(), 412);
+    assert_eq!(code(&stale.text().await.unwrap()), "precondition_failed");
+    assert_eq!(
+        put(&editor, &orders, &new_etag).await.unwrap().status(),
+        200
+    );
+
+    // Deleting what profiles are granted conflicts; deleting the rest works.
+    let (status, answer) = send(
+        &node,
+        &editor,
+        Method::DELETE,
+        "/api/v1/collections/orders",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&answer.to_string())),
+        (409, "conflict".into())
+    );
+    let (status, _) = send(
+        &node,
+        &editor,
+        Method::DELETE,
+        "/api/v1/collections/billing",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = send(
+        &node,
+        &viewer,
+        Method::GET,
+        "/api/v1/collections/billing",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // A client through the API: its credential hashes never reach a change record.
+    let (_, tester) = send(&node, &viewer, Method::GET, "/api/v1/clients/tester", None).await;
+    let hash = tester["profiles"][0]["credentials"][0]["token_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut edited = tester.clone();
+    edited["name"] = "Tester".into();
+    let (status, _) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/clients/tester",
+        Some(edited),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The data plane still takes the tester's token: the credential was kept.
+    node.wait_for_version(node.ready().await["config_version"].as_u64().unwrap())
+        .await;
+    assert_eq!(node.get("/orders/").await.status(), 200);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let changes = loop {
+        let (_, body) = get(&node, Some(&admin), "/api/v1/audit/changes?outcome=allowed").await;
+        let changes = body["records"].as_array().unwrap().clone();
+        if changes.len() >= 5 || std::time::Instant::now() > deadline {
+            break changes;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let actions: Vec<&str> = changes
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "collections.create",
+            "collections.update",
+            "collections.update",
+            "collections.delete",
+            "clients.update"
+        ]
+    );
+    assert_eq!(changes[1]["before"]["description"], Value::Null);
+    assert_eq!(changes[1]["after"]["description"], "first edit");
+    assert_eq!(changes[3]["before"]["id"], "billing");
+    let text = serde_json::to_string(&changes).unwrap();
+    assert!(
+        !text.contains(&hash),
+        "a credential hash in a change record"
+    );
+    assert!(text.contains("[redacted]"));
+}
