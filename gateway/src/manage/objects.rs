@@ -210,7 +210,9 @@ pub(super) async fn one(
                                 .join("; ")
                         ),
                     ),
-                    other => apply_error(kind, other),
+                    other @ (ApplyError::File(_)
+                    | ApplyError::Store(_)
+                    | ApplyError::Precondition(_)) => apply_error(kind, other),
                 })?;
             let change = applied.committed.then(|| Changed {
                 action: format!("{}.delete", kind.segment()),
