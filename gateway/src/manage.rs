@@ -7,6 +7,7 @@
 //! the store on each request (so a revocation counts on every node at once), then checked
 //! against [`Role::allows`].
 
+mod credentials;
 mod objects;
 
 use std::sync::Arc;
@@ -265,6 +266,7 @@ async fn route(
     let operator_id = path
         .strip_prefix("/api/v1/operators/")
         .filter(|id| !id.is_empty() && !id.contains('/'));
+    let credential = credentials::Target::parse(path);
     // `/api/v1/collections[/{id}]` and `/api/v1/clients[/{id}]`.
     let object = path.strip_prefix("/api/v1/").and_then(|rest| {
         let (segment, id) = match rest.split_once('/') {
@@ -287,6 +289,10 @@ async fn route(
             &[Method::GET, Method::POST],
         ),
         _ if operator_id.is_some() => (Some(Permission::ManageOperators), &[Method::DELETE]),
+        _ if credential.is_some() => (
+            Some(Permission::ManageOperators),
+            credential.as_ref().map_or(&[], |c| c.methods()),
+        ),
         _ => match (object, method) {
             (Some((_, None)), _) => (Some(Permission::ReadConfig), &[Method::GET]),
             (Some((_, Some(_))), &Method::GET) => (
@@ -363,6 +369,10 @@ async fn route(
         }
         ("/api/v1/operators", _) => create_operator(api, body).await,
         (_, Some(id)) => revoke_operator(api, id).await,
+        _ if credential.is_some() => {
+            let target = credential.expect("matched");
+            credentials::handle(api, target, body).await
+        }
         _ => match object {
             Some((kind, None)) => objects::list(api, kind).await,
             Some((kind, Some(id))) => {

@@ -678,3 +678,142 @@ async fn configuration_objects_are_edited_safely_through_the_api() {
     );
     assert!(text.contains("[redacted]"));
 }
+
+#[tokio::test]
+async fn credentials_are_issued_rotated_and_revoked_through_the_api() {
+    use reqwest::Method;
+    let up = Upstream::start().await;
+    let node = Node::with_config(&collection(
+        "orders",
+        "/orders",
+        &up.url(),
+        "      - { id: list, methods: [GET], path: / }\n",
+    ));
+    let admin = bootstrap_token(&node).unwrap();
+    let editor = operator(&node, "editor-1", "editor");
+    let base = "/api/v1/clients/tester/profiles/tester-sandbox/credentials";
+    let call = |token: String| {
+        let url = format!("{}/orders/", node.gateway);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    let (status, _) = send(&node, &editor, Method::POST, base, None).await;
+    assert_eq!(status, 403, "credentials are the admin's");
+    let (status, issued) = send(
+        &node,
+        &admin,
+        Method::POST,
+        base,
+        Some(serde_json::json!({"id": "api-1", "expires_in": "30d"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{issued}");
+    let first = issued["token"].as_str().unwrap().to_owned();
+    assert!(issued["expires_at"].is_string());
+    node.wait_for_version(issued["config_version"].as_u64().unwrap())
+        .await;
+    assert_eq!(call(first.clone()).await, 200);
+
+    // Rotation: a new token; the old one keeps working for the overlap.
+    let (status, rotated) = send(
+        &node,
+        &admin,
+        Method::POST,
+        &format!("{base}/api-1/rotate"),
+        Some(serde_json::json!({"id": "api-2", "overlap": "1h"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{rotated}");
+    let second = rotated["token"].as_str().unwrap().to_owned();
+    node.wait_for_version(rotated["config_version"].as_u64().unwrap())
+        .await;
+    assert_eq!(
+        (call(first.clone()).await, call(second.clone()).await),
+        (200, 200)
+    );
+
+    // Revocation: at once.
+    let (status, revoked) = send(
+        &node,
+        &admin,
+        Method::DELETE,
+        &format!("{base}/api-1"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    node.wait_for_version(revoked["config_version"].as_u64().unwrap())
+        .await;
+    assert_eq!(
+        (call(first.clone()).await, call(second.clone()).await),
+        (401, 200)
+    );
+
+    // Unknown profile or credential; an id that exists.
+    let (status, _) = send(
+        &node,
+        &admin,
+        Method::POST,
+        "/api/v1/clients/tester/profiles/nope/credentials",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = send(&node, &admin, Method::DELETE, &format!("{base}/nope"), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(
+        &node,
+        &admin,
+        Method::POST,
+        base,
+        Some(serde_json::json!({"id": "api-2"})),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, _) = send(
+        &node,
+        &admin,
+        Method::POST,
+        base,
+        Some(serde_json::json!({"expires_in": "soon"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let changes = loop {
+        let (_, body) = get(&node, Some(&admin), "/api/v1/audit/changes?outcome=allowed").await;
+        let changes = body["records"].as_array().unwrap().clone();
+        if changes.len() >= 3 || std::time::Instant::now() > deadline {
+            break changes;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let actions: Vec<&str> = changes
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "credentials.create",
+            "credentials.rotate",
+            "credentials.delete"
+        ]
+    );
+    assert_eq!(changes[0]["resource"]["id"], "tester/tester-sandbox/api-1");
+    let text = serde_json::to_string(&changes).unwrap();
+    assert!(
+        !text.contains(&first) && !text.contains(&second),
+        "a token in a change record"
+    );
+}
