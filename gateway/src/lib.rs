@@ -4,8 +4,9 @@
 //! stages — [`route`] (with [`route::normalize`]), [`auth`], [`authz`], [`limit`], then
 //! [`forward`] — against the current [`snapshot`], answering refusals from the [`error`]
 //! catalogue. The configuration is read by
-//! [`config`] into the [`model`], kept by the [`store`], changed by [`plan`], and compiled into
-//! snapshots that a [`node`] follows.
+//! [`config`] into the [`model`], kept by the [`store`], changed by [`plan`] (from files, the CLI
+//! or the [`manage`]ment API), and compiled into snapshots that a [`node`] follows. Agents reach
+//! the same operations through the Gateway [`mcp`].
 
 pub mod admin;
 pub mod audit;
