@@ -73,39 +73,14 @@ pub async fn apply_checked(
     check: Check<'_>,
 ) -> Result<Applied, ApplyError> {
     let desired = flatten(file);
-    // Another writer may commit between our read and our write; the commit then fails with
-    // a conflict and the plan is recomputed against what is now stored.
-    let mut attempts = 0;
-    loop {
-        let (version, current) = store.load().await?;
-        let stored = assemble(&current)?;
-        check(&stored).map_err(ApplyError::Precondition)?;
+    write(store, check, options.dry_run, |current, stored| {
         // The file first, so that problems are reported with its own field paths; its
-        // references may resolve to stored objects. Then the whole result.
-        config::validate_in(file, &stored)
+        // references may resolve to stored objects.
+        config::validate_in(file, stored)
             .map_err(|problems| ApplyError::File(ConfigError::Invalid(problems)))?;
-        let target = merge(&current, &desired, options.prune);
-        config::validate(&assemble(&target)?).map_err(ApplyError::Invalid)?;
-        let changes = diff(&current, &target);
-        if options.dry_run || changes.is_empty() {
-            return Ok(Applied {
-                changes,
-                version,
-                committed: false,
-            });
-        }
-        match store.commit(version, &changes).await {
-            Ok(version) => {
-                return Ok(Applied {
-                    changes,
-                    version,
-                    committed: true,
-                });
-            }
-            Err(StoreError::Conflict { .. }) if attempts < 5 => attempts += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
+        Ok(merge(current, &desired, options.prune))
+    })
+    .await
 }
 
 /// Deletes a collection or client (`root`) with everything under it, committed only while
@@ -116,18 +91,35 @@ pub async fn remove_checked(
     root: (Kind, &str),
     check: Check<'_>,
 ) -> Result<Applied, ApplyError> {
-    let mut attempts = 0;
-    loop {
-        let (version, current) = store.load().await?;
-        check(&assemble(&current)?).map_err(ApplyError::Precondition)?;
-        let target: Records = current
+    write(store, check, false, |current, _| {
+        Ok(current
             .iter()
             .filter(|(k, _)| k.root() != root)
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        config::validate(&assemble(&target)?).map_err(ApplyError::Invalid)?;
-        let changes = diff(&current, &target);
-        if changes.is_empty() {
+            .collect())
+    })
+    .await
+}
+
+/// One write: `target` computes the records wanted from those stored; the result must be a
+/// valid configuration, and is committed as one version unless it changes nothing (or
+/// `dry_run`). Another writer may commit between our read and our write; the commit then
+/// fails with a conflict and everything is computed again against what is now stored.
+async fn write(
+    store: &Store,
+    check: Check<'_>,
+    dry_run: bool,
+    target: impl Fn(&Records, &Config) -> Result<Records, ApplyError>,
+) -> Result<Applied, ApplyError> {
+    let mut attempts = 0;
+    loop {
+        let (version, current) = store.load().await?;
+        let stored = assemble(&current)?;
+        check(&stored).map_err(ApplyError::Precondition)?;
+        let wanted = target(&current, &stored)?;
+        config::validate(&assemble(&wanted)?).map_err(ApplyError::Invalid)?;
+        let changes = diff(&current, &wanted);
+        if dry_run || changes.is_empty() {
             return Ok(Applied {
                 changes,
                 version,

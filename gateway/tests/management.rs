@@ -26,6 +26,21 @@ async fn get(node: &Node, token: Option<&str>, path: &str) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
+/// The records at `path` (an `/api/v1/audit/…` query), waiting up to 10 s until there are `n`
+/// (the audit writer works in batches).
+async fn changes(node: &Node, token: &str, path: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = get(node, Some(token), path).await;
+        assert_eq!(status, 200, "{body}");
+        let records = body["records"].as_array().unwrap().clone();
+        if records.len() >= n || std::time::Instant::now() > deadline {
+            return records;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Creates an operator through the CLI and returns its token.
 fn operator(node: &Node, id: &str, role: &str) -> String {
     let out = node.cli(&["operator", "token", "--id", id, "--role", role]);
@@ -196,16 +211,7 @@ async fn operators_act_under_their_roles() {
     assert_eq!(status, 401);
     // Every refused attempt left a change record, in the same chain as the request records:
     // no token, three bad ones, viewer and editor refused, the revoked auditor.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let changes = loop {
-        let (status, body) = get(&node, Some(&admin), "/api/v1/audit/changes").await;
-        assert_eq!(status, 200);
-        let changes = body["records"].as_array().unwrap().clone();
-        if changes.len() >= 7 || std::time::Instant::now() > deadline {
-            break changes;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let changes = changes(&node, &admin, "/api/v1/audit/changes", 7).await;
     assert_eq!(changes.len(), 7, "{changes:#?}");
     let reasons: Vec<&str> = changes
         .iter()
@@ -413,15 +419,7 @@ async fn operators_are_managed_through_the_api_and_every_change_is_recorded() {
 
     // The change records: the two refusals, the creation and the revocation, with before
     // and after, and never a token or its hash.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let changes = loop {
-        let (_, body) = get(&node, Some(&admin), "/api/v1/audit/changes").await;
-        let changes = body["records"].as_array().unwrap().clone();
-        if changes.len() >= 5 || std::time::Instant::now() > deadline {
-            break changes;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let changes = changes(&node, &admin, "/api/v1/audit/changes", 5).await;
     let summary: Vec<(&str, &str)> = changes
         .iter()
         .map(|c| {
@@ -645,15 +643,7 @@ async fn configuration_objects_are_edited_safely_through_the_api() {
         .await;
     assert_eq!(node.get("/orders/").await.status(), 200);
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let changes = loop {
-        let (_, body) = get(&node, Some(&admin), "/api/v1/audit/changes?outcome=allowed").await;
-        let changes = body["records"].as_array().unwrap().clone();
-        if changes.len() >= 5 || std::time::Instant::now() > deadline {
-            break changes;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let changes = changes(&node, &admin, "/api/v1/audit/changes?outcome=allowed", 5).await;
     let actions: Vec<&str> = changes
         .iter()
         .map(|c| c["action"].as_str().unwrap())
@@ -789,15 +779,7 @@ async fn credentials_are_issued_rotated_and_revoked_through_the_api() {
     .await;
     assert_eq!(status, 422);
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let changes = loop {
-        let (_, body) = get(&node, Some(&admin), "/api/v1/audit/changes?outcome=allowed").await;
-        let changes = body["records"].as_array().unwrap().clone();
-        if changes.len() >= 3 || std::time::Instant::now() > deadline {
-            break changes;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let changes = changes(&node, &admin, "/api/v1/audit/changes?outcome=allowed", 3).await;
     let actions: Vec<&str> = changes
         .iter()
         .map(|c| c["action"].as_str().unwrap())

@@ -110,14 +110,14 @@ pub(super) async fn handle(
         kind: "credentials".into(),
         id: Some(format!("{}/{}/{id}", target.client, target.profile)),
     };
+    let request = |options: &Options| TokenRequest {
+        client: client.clone(),
+        profile: profile.clone(),
+        id: options.id.clone().map(CredentialId),
+        expires_in: options.expires_in,
+    };
     let Some(id) = target.credential else {
-        let options = options(body).await?;
-        let request = TokenRequest {
-            client,
-            profile,
-            id: options.id.map(CredentialId),
-            expires_in: options.expires_in,
-        };
+        let request = request(&options(body).await?);
         let issued = crate::credentials::issue(&api.store, &api.secret, &request)
             .await
             .map_err(credential_error)?;
@@ -126,12 +126,7 @@ pub(super) async fn handle(
     let id = CredentialId(id.to_owned());
     if target.rotate {
         let options = options(body).await?;
-        let request = TokenRequest {
-            client,
-            profile,
-            id: options.id.map(CredentialId),
-            expires_in: options.expires_in,
-        };
+        let request = request(&options);
         let overlap = options.overlap.unwrap_or(Duration::from_secs(24 * 3600));
         let issued = crate::credentials::rotate(&api.store, &api.secret, &request, &id, overlap)
             .await
