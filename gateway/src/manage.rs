@@ -374,7 +374,7 @@ async fn route(
             credentials::handle(api, target, body).await
         }
         _ => match object {
-            Some((kind, None)) => objects::list(api, kind).await,
+            Some((kind, None)) => objects::list(api, kind, query).await,
             Some((kind, Some(id))) => {
                 objects::one(api, kind, id, method, &parts.headers, body).await
             }

@@ -938,3 +938,91 @@ async fn every_endpoint_checks_the_role_matrix() {
         "nothing changed"
     );
 }
+
+#[tokio::test]
+async fn object_lists_page_and_identity_providers_are_objects_too() {
+    use reqwest::Method;
+    let up = Upstream::start().await;
+    let ops = "      - { id: list, methods: [GET], path: / }\n";
+    let yaml = format!(
+        "{}\n{}",
+        collection("a", "/a", &up.url(), ops),
+        collection("b", "/b", &up.url(), ops).replace("collections:\n", "")
+    );
+    let node = Node::with_config(&yaml);
+    let editor = operator(&node, "editor-1", "editor");
+
+    let (_, first) = send(
+        &node,
+        &editor,
+        Method::GET,
+        "/api/v1/collections?limit=1",
+        None,
+    )
+    .await;
+    assert_eq!(first["collections"][0]["id"], "a");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = send(
+        &node,
+        &editor,
+        Method::GET,
+        &format!("/api/v1/collections?limit=1&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(second["collections"][0]["id"], "b");
+    assert!(second.get("next_cursor").is_none());
+    for bad in ["limit=0", "cursor=%%%", "sort=name"] {
+        let (status, _) = send(
+            &node,
+            &editor,
+            Method::GET,
+            &format!("/api/v1/collections?{bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+
+    let provider = serde_json::json!({"id": "corp", "issuer": "https://idp.example.test", "audiences": ["portcullis"]});
+    let (status, created) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/identity_providers/corp",
+        Some(provider),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["clock_skew"], "1m");
+    let (_, list) = send(
+        &node,
+        &editor,
+        Method::GET,
+        "/api/v1/identity_providers",
+        None,
+    )
+    .await;
+    assert_eq!(
+        list["identity_providers"][0]["issuer"],
+        "https://idp.example.test"
+    );
+    let (status, answer) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/identity_providers/corp",
+        Some(serde_json::json!({"id": "corp", "issuer": "x"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    let (status, _) = send(
+        &node,
+        &editor,
+        Method::DELETE,
+        "/api/v1/identity_providers/corp",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+}

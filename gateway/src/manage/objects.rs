@@ -1,5 +1,6 @@
-//! Configuration objects through the management API: collections (with their operations) and
-//! clients (with their profiles and credentials), read, replaced and deleted whole — the same
+//! Configuration objects through the management API: collections (with their operations),
+//! clients (with their profiles and credentials) and identity providers, read, replaced and
+//! deleted whole — the same
 //! semantics as `portcullis apply` of a file naming one object, validated the same way and
 //! committed as one configuration version. `ETag`/`If-Match` make concurrent edits safe.
 
@@ -11,7 +12,7 @@ use sha2::Digest as _;
 use super::{Answer, Api, Changed, bad_request, store_error};
 use crate::body::{Body, json_response};
 use crate::error::{ErrorCode, GatewayError};
-use crate::model::{Client, Collection, Config};
+use crate::model::{Client, Collection, Config, IdentityProvider};
 use crate::plan::{ApplyError, ApplyOptions};
 use crate::store::Kind;
 
@@ -20,6 +21,7 @@ use crate::store::Kind;
 pub(super) enum ObjectKind {
     Collections,
     Clients,
+    IdentityProviders,
 }
 
 impl ObjectKind {
@@ -27,6 +29,7 @@ impl ObjectKind {
         match segment {
             "collections" => Some(Self::Collections),
             "clients" => Some(Self::Clients),
+            "identity_providers" => Some(Self::IdentityProviders),
             _ => None,
         }
     }
@@ -35,6 +38,7 @@ impl ObjectKind {
         match self {
             Self::Collections => "collections",
             Self::Clients => "clients",
+            Self::IdentityProviders => "identity_providers",
         }
     }
 
@@ -42,6 +46,7 @@ impl ObjectKind {
         match self {
             Self::Collections => "collection",
             Self::Clients => "client",
+            Self::IdentityProviders => "identity provider",
         }
     }
 
@@ -49,6 +54,7 @@ impl ObjectKind {
         match self {
             Self::Collections => Kind::Collection,
             Self::Clients => Kind::Client,
+            Self::IdentityProviders => Kind::IdentityProvider,
         }
     }
 
@@ -64,6 +70,11 @@ impl ObjectKind {
                 .clients
                 .iter()
                 .map(|c| (c.id.to_string(), json!(c)))
+                .collect(),
+            Self::IdentityProviders => config
+                .identity_providers
+                .iter()
+                .map(|p| (p.id.to_string(), json!(p)))
                 .collect(),
         }
     }
@@ -107,12 +118,52 @@ fn redacted(mut object: Value) -> Value {
     object
 }
 
-/// `GET /api/v1/{kind}`.
-pub(super) async fn list(api: &Api, kind: ObjectKind) -> Result<Answer, GatewayError> {
+/// `GET /api/v1/{kind}`: by id, a page at a time (`limit`, default 100, at most 1000;
+/// `cursor` from the previous page's `next_cursor`).
+pub(super) async fn list(api: &Api, kind: ObjectKind, query: &str) -> Result<Answer, GatewayError> {
+    let (mut limit, mut after) = (100usize, None);
+    for (key, value) in super::params(query) {
+        match key.as_str() {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad_request("limit is a number from 1 to 1000"))?;
+            }
+            "cursor" => {
+                use base64::Engine as _;
+                let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(&value)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| bad_request("cursor is not one this API returned"))?;
+                after = Some(id);
+            }
+            other => return Err(bad_request(format!("unknown parameter '{other}'"))),
+        }
+    }
     let config = stored(api).await?;
-    let items: Vec<Value> = kind.all(&config).into_iter().map(|(_, v)| v).collect();
+    let mut all = kind.all(&config);
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let start = after.map_or(0, |a| all.partition_point(|(id, _)| *id <= a));
+    let page = &all[start.min(all.len())..(start + limit).min(all.len())];
     let mut body = serde_json::Map::new();
-    body.insert(kind.segment().into(), Value::Array(items));
+    body.insert(
+        kind.segment().into(),
+        Value::Array(page.iter().map(|(_, v)| v.clone()).collect()),
+    );
+    if start + page.len() < all.len()
+        && let Some((last, _)) = page.last()
+    {
+        use base64::Engine as _;
+        body.insert(
+            "next_cursor".into(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(last)
+                .into(),
+        );
+    }
     Ok((json_response(StatusCode::OK, &Value::Object(body)), None))
 }
 
@@ -267,6 +318,9 @@ fn parse(kind: ObjectKind, id: &str, bytes: &[u8]) -> Result<Config, GatewayErro
         ObjectKind::Clients => config
             .clients
             .push(serde_path_to_error::deserialize::<_, Client>(value).map_err(shape)?),
+        ObjectKind::IdentityProviders => config
+            .identity_providers
+            .push(serde_path_to_error::deserialize::<_, IdentityProvider>(value).map_err(shape)?),
     }
     Ok(config)
 }
@@ -276,6 +330,7 @@ fn apply_error(kind: ObjectKind, e: ApplyError) -> GatewayError {
     let prefix = match kind {
         ObjectKind::Collections => "collections[0].",
         ObjectKind::Clients => "clients[0].",
+        ObjectKind::IdentityProviders => "identity_providers[0].",
     };
     match e {
         ApplyError::Precondition(message) => {
