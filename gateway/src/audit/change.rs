@@ -62,3 +62,69 @@ pub struct Resource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_match_the_published_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/schemas/change-record.v1.json"))
+                .unwrap();
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&schema)
+            .unwrap();
+        let full = ChangeRecord {
+            schema: SCHEMA_VERSION,
+            kind: "change".into(),
+            request_id: "r".into(),
+            timestamp: "2026-11-23T02:20:11.104512Z".into(),
+            node: "gw-1".into(),
+            channel: "api".into(),
+            who: Actor {
+                subject: Some("ci".into()),
+                kind: "service".into(),
+                roles: vec!["editor".into()],
+                source_ip: "10.0.0.1".into(),
+                user_agent: Some("curl".into()),
+            },
+            action: "collections.update".into(),
+            resource: Resource {
+                kind: "collections".into(),
+                id: Some("orders".into()),
+            },
+            before: Some(serde_json::json!({"id": "orders"})),
+            after: Some(serde_json::json!({"id": "orders"})),
+            outcome: Outcome::Allowed,
+            reason: None,
+            status: 200,
+        };
+        let minimal = ChangeRecord {
+            who: Actor {
+                kind: "unknown".into(),
+                source_ip: "10.0.0.1".into(),
+                ..Default::default()
+            },
+            outcome: Outcome::Denied,
+            reason: Some("unauthenticated".into()),
+            status: 401,
+            before: None,
+            after: None,
+            ..full.clone()
+        };
+        for record in [full, minimal] {
+            let value = serde_json::to_value(&record).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+        // The schema is not a rubber stamp.
+        let mut bad = serde_json::to_value(ChangeRecord::default()).unwrap();
+        bad["extra"] = 1.into();
+        assert!(!validator.is_valid(&bad));
+    }
+}
