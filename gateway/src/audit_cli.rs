@@ -27,7 +27,7 @@ pub enum AuditCommand {
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
     /// `request` (data-plane requests) or `change` (control-plane actions); both by default.
-    #[arg(long)]
+    #[arg(long, value_parser = ["request", "change"])]
     kind: Option<String>,
     #[arg(long)]
     client: Option<String>,

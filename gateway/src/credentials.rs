@@ -29,6 +29,8 @@ pub enum CredentialError {
     NotAToken(CredentialId),
     #[error("credential '{0}' already exists")]
     Exists(CredentialId),
+    #[error("{0} is too long: it would end after the year 9999")]
+    TooLong(&'static str),
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error(transparent)]
@@ -84,7 +86,7 @@ async fn add_token(
     retire: Option<(&CredentialId, Duration)>,
 ) -> Result<Issued, CredentialError> {
     let now = OffsetDateTime::now_utc();
-    let (credential, token) = new_token(secret, req);
+    let (credential, token) = new_token(secret, req)?;
     let id = credential.id.clone();
     let expires_at = credential.expires_at;
     let version = change(store, &req.client, &req.profile, |creds| {
@@ -99,7 +101,12 @@ async fn add_token(
             if !matches!(current.kind, CredentialKind::ApiToken { .. }) {
                 return Err(CredentialError::NotAToken(old.clone()));
             }
-            let end = now + overlap;
+            let end = now
+                .checked_add(
+                    time::Duration::try_from(overlap)
+                        .map_err(|_| CredentialError::TooLong("the overlap"))?,
+                )
+                .ok_or(CredentialError::TooLong("the overlap"))?;
             current.expires_at = Some(current.expires_at.map_or(end, |t| t.min(end)));
         }
         creds.push(credential);
@@ -115,7 +122,10 @@ async fn add_token(
 }
 
 /// A new token and the credential that stores its hash.
-fn new_token(secret: &TokenSecret, req: &TokenRequest) -> (Credential, String) {
+fn new_token(
+    secret: &TokenSecret,
+    req: &TokenRequest,
+) -> Result<(Credential, String), CredentialError> {
     let token = token::generate();
     let id = req.id.clone().unwrap_or_else(|| {
         let suffix: String = rand::rng()
@@ -130,10 +140,18 @@ fn new_token(secret: &TokenSecret, req: &TokenRequest) -> (Credential, String) {
         kind: CredentialKind::ApiToken {
             token_hash: secret.hash_hex(&token),
         },
-        expires_at: req.expires_in.map(|d| OffsetDateTime::now_utc() + d),
+        expires_at: req
+            .expires_in
+            .map(|d| {
+                time::Duration::try_from(d)
+                    .ok()
+                    .and_then(|d| OffsetDateTime::now_utc().checked_add(d))
+                    .ok_or(CredentialError::TooLong("the lifetime"))
+            })
+            .transpose()?,
         revoked_at: None,
     };
-    (credential, token)
+    Ok((credential, token))
 }
 
 /// Revokes a credential at once; returns the new configuration version.

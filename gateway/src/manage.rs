@@ -1,7 +1,8 @@
 //! The management API, `/api/v1` on the admin listener: operators act under their own identity
-//! and role. This release has operator identity (service tokens, and the bootstrap admin token
-//! of an empty store), the role matrix, and the audit endpoints; the configuration objects
-//! follow.
+//! and role: operator identity (service tokens, and the bootstrap admin token of an empty store),
+//! the role matrix, configuration objects ([`objects`]), credentials ([`credentials`]),
+//! operators, and the audit endpoints. Every change and every refused request is a change
+//! record in the node's hash chain.
 //!
 //! Every request authenticates: `Authorization: Bearer pco_…`, looked up by its keyed hash in
 //! the store on each request (so a revocation counts on every node at once), then checked
@@ -107,6 +108,14 @@ impl Operator {
 pub async fn handle(api: Arc<Api>, source: std::net::IpAddr, req: Request<Body>) -> Response<Body> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = req.into_parts();
+    // A change that could not be recorded is not made (`--audit-mode refuse`).
+    if !matches!(parts.method, Method::GET | Method::HEAD) && !api.audit.accepting() {
+        return GatewayError::new(
+            ErrorCode::AuditUnavailable,
+            "changes cannot be recorded right now; try again later",
+        )
+        .into_response(&request_id);
+    }
     let mut operator = None;
     let context = Context {
         api: &api,
@@ -229,10 +238,28 @@ fn action(method: &Method, path: &str) -> (String, crate::audit::change::Resourc
         Method::DELETE => "delete",
         _ => "other",
     };
-    let rest = path.trim_start_matches("/api/v1/");
+    // Bounded: an unauthenticated caller chooses the path.
+    let clip = |s: &str| s.chars().take(128).collect::<String>();
+    if let Some(target) = credentials::Target::parse(path) {
+        let verb = if target.rotate { "rotate" } else { verb };
+        let id = format!(
+            "{}/{}/{}",
+            target.client,
+            target.profile,
+            target.credential.unwrap_or("")
+        );
+        return (
+            format!("credentials.{verb}"),
+            Resource {
+                kind: "credentials".into(),
+                id: Some(clip(id.trim_end_matches('/'))),
+            },
+        );
+    }
+    let rest = path.strip_prefix("/api/v1/").unwrap_or("");
     let mut parts = rest.splitn(3, '/');
-    let kind = parts.next().unwrap_or("").to_owned();
-    let id = parts.next().filter(|p| !p.is_empty()).map(str::to_owned);
+    let kind = clip(parts.next().unwrap_or(""));
+    let id = parts.next().filter(|p| !p.is_empty()).map(clip);
     let resource = match (kind.as_str(), id.as_deref()) {
         ("audit", Some("requests")) => Resource {
             kind: "request_records".into(),
@@ -376,7 +403,8 @@ async fn route(
         _ => match object {
             Some((kind, None)) => objects::list(api, kind, query).await,
             Some((kind, Some(id))) => {
-                objects::one(api, kind, id, method, &parts.headers, body).await
+                let credentials = operator.may(Permission::ManageOperators);
+                objects::one(api, kind, id, method, &parts.headers, body, credentials).await
             }
             None => unreachable!("every path was matched above"),
         },
@@ -455,7 +483,15 @@ async fn create_operator(api: &Api, body: Body) -> Result<Answer, GatewayError> 
         &new.description,
         new.expires_at,
     );
-    api.store.insert_operator(&row).await.map_err(store_error)?;
+    if let Err(e) = api.store.insert_operator(&row).await {
+        // Two creations of one id at once: the other won.
+        let exists = api.store.operators().await.map_err(store_error)?;
+        return Err(if exists.iter().any(|o| o.id == row.id) {
+            GatewayError::new(ErrorCode::Conflict, format!("operator '{}' exists", row.id))
+        } else {
+            store_error(e)
+        });
+    }
     let after = serde_json::to_value(&row).unwrap_or(Value::Null);
     let mut shown = after.clone();
     shown["token"] = token.into();
@@ -489,9 +525,11 @@ async fn revoke_operator(api: &Api, id: &str) -> Result<Answer, GatewayError> {
         .map_err(store_error)?;
     let mut after = before.clone();
     after.revoked_at.get_or_insert(now);
+    // Revoking a revoked operator changes nothing, and records nothing.
+    let changed = before.revoked_at.is_none();
     Ok((
         json_response(StatusCode::OK, &json!(after)),
-        Some(Changed {
+        changed.then(|| Changed {
             action: "operators.delete".into(),
             resource: crate::audit::change::Resource {
                 kind: "operators".into(),

@@ -157,7 +157,19 @@ fn merge(current: &Records, desired: &Records, prune: bool) -> Records {
     let stored_credentials = current.iter().filter(|(k, _)| k.kind == Kind::Credential);
     for (key, stored) in stored_credentials {
         if let Some(wanted) = target.get_mut(key) {
+            // A stored credential's kind and material (hash, key, certificate) never change
+            // through apply — rotate instead; only its revocation or expiry may come earlier.
             keep_earliest(wanted, stored);
+            let times = ["revoked_at", "expires_at"].map(|f| (f, wanted.get(f).cloned()));
+            *wanted = stored.clone();
+            if let Some(map) = wanted.as_object_mut() {
+                for (field, value) in times {
+                    match value {
+                        Some(v) => map.insert(field.to_owned(), v),
+                        None => map.remove(field),
+                    };
+                }
+            }
         } else if !prune && owner_exists(&target, key) {
             target.insert(key.clone(), stored.clone());
         }

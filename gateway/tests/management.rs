@@ -621,12 +621,57 @@ async fn configuration_objects_are_edited_safely_through_the_api() {
     .await;
     assert_eq!(status, 404);
 
-    // A client through the API: its credential hashes never reach a change record.
+    // A client through the API: credential hashes are never shown, nor recorded.
     let (_, tester) = send(&node, &viewer, Method::GET, "/api/v1/clients/tester", None).await;
-    let hash = tester["profiles"][0]["credentials"][0]["token_hash"]
+    assert_eq!(
+        tester["profiles"][0]["credentials"][0]["token_hash"],
+        "[redacted]"
+    );
+    let exported =
+        String::from_utf8_lossy(&node.cli(&["export", "--format", "json"]).stdout).into_owned();
+    let exported: Value = serde_json::from_str(&exported).unwrap();
+    let hash = exported["clients"][0]["profiles"][0]["credentials"][0]["token_hash"]
         .as_str()
         .unwrap()
         .to_owned();
+    // Credentials are the admin's: an editor cannot slip one into a client.
+    let mut smuggled = tester.clone();
+    smuggled["profiles"][0]["credentials"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"id": "mine", "kind": "mtls", "fingerprint_sha256": "ab".repeat(32)}));
+    let (status, answer) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/clients/tester",
+        Some(smuggled),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&answer.to_string())),
+        (403, "permission_denied".into())
+    );
+    // Nor can an admin's PUT change a stored credential's material: rotate for that.
+    let mut swapped = exported["clients"][0].clone();
+    swapped["profiles"][0]["credentials"][0]["token_hash"] = "00".repeat(32).into();
+    let (status, _) = send(
+        &node,
+        &admin,
+        Method::PUT,
+        "/api/v1/clients/tester",
+        Some(swapped),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let after: Value = serde_json::from_str(&String::from_utf8_lossy(
+        &node.cli(&["export", "--format", "json"]).stdout,
+    ))
+    .unwrap();
+    assert_eq!(
+        after["clients"][0]["profiles"][0]["credentials"][0]["token_hash"],
+        hash.as_str()
+    );
     let mut edited = tester.clone();
     edited["name"] = "Tester".into();
     let (status, _) = send(

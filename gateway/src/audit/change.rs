@@ -17,13 +17,13 @@ pub struct ChangeRecord {
     /// Always `change` (request records have no `kind`).
     pub kind: String,
     pub request_id: String,
-    /// When the action was asked for (RFC 3339, UTC).
+    /// When the action was recorded, as it completed (RFC 3339, UTC).
     pub timestamp: String,
     pub node: String,
     /// `api`, `mcp`, `cli` or `console`.
     pub channel: String,
     pub who: Actor,
-    /// What was asked, e.g. `audit.read` or `collection.update`.
+    /// What was asked, e.g. `request_records.read` or `collections.update`.
     pub action: String,
     pub resource: Resource,
     /// The object before and after the change (secrets redacted); absent when nothing changed.
@@ -57,7 +57,7 @@ pub struct Actor {
 /// What the action was about.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
-    /// `request_records`, `collection`, `operator`, …
+    /// As in the path: `request_records`, `collections`, `operators`, …
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,

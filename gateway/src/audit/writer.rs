@@ -364,10 +364,13 @@ fn export(entry: &Entry) {
 
 /// The row of a journaled entry, its columns read back from its body (replay).
 fn row(node: &str, e: Entry) -> AuditRow {
-    if let Ok(c) = serde_json::from_str::<super::change::ChangeRecord>(&e.body)
-        && c.kind == "change"
-    {
-        return change_row(node, e, &c);
+    let value: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
+    if value.get("kind").and_then(|k| k.as_str()) == Some("change") {
+        let c: super::change::ChangeRecord = serde_json::from_value(value).unwrap_or_default();
+        return AuditRow {
+            kind: "change".to_owned(),
+            ..change_row(node, e, &c)
+        };
     }
     let r: RequestRecord = serde_json::from_str(&e.body).unwrap_or_default();
     row_of(node, e, &r)

@@ -132,8 +132,12 @@ pub(super) async fn handle(
             .await
             .map_err(credential_error)?;
         let mut answer = shown(issued, "credentials.rotate", resource);
-        if let Some(change) = &mut answer.1 {
-            change.before = Some(json!({"replaced": id, "overlap_seconds": overlap.as_secs()}));
+        if let Some(Changed {
+            after: Some(after), ..
+        }) = &mut answer.1
+        {
+            after["replaces"] = json!(id);
+            after["overlap_seconds"] = overlap.as_secs().into();
         }
         return Ok(answer);
     }
@@ -203,6 +207,7 @@ fn credential_error(e: CredentialError) -> GatewayError {
         CredentialError::NotAToken(_) | CredentialError::Exists(_) => {
             GatewayError::new(ErrorCode::Conflict, e.to_string())
         }
+        CredentialError::TooLong(_) => GatewayError::new(ErrorCode::InvalidBody, e.to_string()),
         CredentialError::Apply(crate::plan::ApplyError::Store(e)) | CredentialError::Store(e) => {
             store_error(e)
         }

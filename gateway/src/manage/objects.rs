@@ -118,6 +118,30 @@ fn redacted(mut object: Value) -> Value {
     object
 }
 
+/// Whether every credential `body` lists is stored, as it is (compared as `GET` shows them).
+fn credentials_unchanged(body: Option<&Value>, stored: Option<&Value>) -> bool {
+    let credentials = |client: Option<&Value>| -> Vec<(String, String, Value)> {
+        client
+            .and_then(|c| c["profiles"].as_array())
+            .into_iter()
+            .flatten()
+            .flat_map(|p| {
+                let profile = p["id"].as_str().unwrap_or("").to_owned();
+                p["credentials"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(move |c| {
+                        let id = c["id"].as_str().unwrap_or("").to_owned();
+                        (profile.clone(), id, redacted(c.clone()))
+                    })
+            })
+            .collect()
+    };
+    let stored = credentials(stored);
+    credentials(body).iter().all(|c| stored.contains(c))
+}
+
 /// `GET /api/v1/{kind}`: by id, a page at a time (`limit`, default 100, at most 1000;
 /// `cursor` from the previous page's `next_cursor`).
 pub(super) async fn list(api: &Api, kind: ObjectKind, query: &str) -> Result<Answer, GatewayError> {
@@ -151,7 +175,7 @@ pub(super) async fn list(api: &Api, kind: ObjectKind, query: &str) -> Result<Ans
     let mut body = serde_json::Map::new();
     body.insert(
         kind.segment().into(),
-        Value::Array(page.iter().map(|(_, v)| v.clone()).collect()),
+        Value::Array(page.iter().map(|(_, v)| redacted(v.clone())).collect()),
     );
     if start + page.len() < all.len()
         && let Some((last, _)) = page.last()
@@ -175,11 +199,18 @@ pub(super) async fn one(
     method: &Method,
     headers: &http::HeaderMap,
     body: Body,
+    may_change_credentials: bool,
 ) -> Result<Answer, GatewayError> {
-    let if_match = headers
-        .get(IF_MATCH)
-        .map(|v| v.to_str().unwrap_or("").to_owned());
-    let before = kind.find(&stored(api).await?, id);
+    // `If-Match` may list several tags.
+    let if_match: Option<Vec<String>> = headers.get(IF_MATCH).map(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .collect()
+    });
+    let stored_config = stored(api).await?;
+    let before = kind.find(&stored_config, id);
     // Checked again against what is stored when the write commits.
     let check = |config: &Config| -> Result<(), String> {
         let Some(expected) = &if_match else {
@@ -187,7 +218,10 @@ pub(super) async fn one(
         };
         let current = kind.find(config, id);
         let matches = match &current {
-            Some(object) => expected == "*" || *expected == etag(object),
+            Some(object) => {
+                let tag = etag(object);
+                expected.iter().any(|e| e == "*" || *e == tag)
+            }
             None => false,
         };
         if matches {
@@ -208,7 +242,10 @@ pub(super) async fn one(
         Method::GET => {
             let object = before.ok_or_else(|| not_found(kind, id))?;
             Ok((
-                with_etag(json_response(StatusCode::OK, &object), &object),
+                with_etag(
+                    json_response(StatusCode::OK, &redacted(object.clone())),
+                    &object,
+                ),
                 None,
             ))
         }
@@ -216,7 +253,40 @@ pub(super) async fn one(
             let bytes = crate::body::collect_limited(body, 1024 * 1024)
                 .await
                 .map_err(|e| bad_request(format!("the body cannot be read: {e}")))?;
-            let file = parse(kind, id, &bytes)?;
+            let mut file = parse(kind, id, &bytes)?;
+            // A stored credential's material is shown `[redacted]` and never changes here
+            // (rotate instead): the stored material stands in for whatever the body says.
+            if let (Some(new), Some(old)) = (
+                file.clients.first_mut(),
+                stored_config.clients.iter().find(|c| c.id.as_str() == id),
+            ) {
+                for profile in &mut new.profiles {
+                    let Some(stored_profile) = old.profiles.iter().find(|p| p.id == profile.id)
+                    else {
+                        continue;
+                    };
+                    for credential in &mut profile.credentials {
+                        if let Some(kept) = stored_profile
+                            .credentials
+                            .iter()
+                            .find(|c| c.id == credential.id)
+                        {
+                            credential.kind = kept.kind.clone();
+                        }
+                    }
+                }
+            }
+            // Credentials are the admin's: an editor's client may list the stored ones as they
+            // are (as `GET` shows them), nothing else.
+            if kind == ObjectKind::Clients
+                && !may_change_credentials
+                && !credentials_unchanged(kind.find(&file, id).as_ref(), before.as_ref())
+            {
+                return Err(GatewayError::new(
+                    ErrorCode::PermissionDenied,
+                    "adding or changing credentials needs the manage_operators permission (use …/credentials)",
+                ));
+            }
             let applied =
                 crate::plan::apply_checked(&api.store, &file, ApplyOptions::default(), &check)
                     .await
@@ -239,7 +309,10 @@ pub(super) async fn one(
                 before: before.map(redacted),
                 after: Some(redacted(after.clone())),
             });
-            Ok((with_etag(json_response(status, &after), &after), change))
+            Ok((
+                with_etag(json_response(status, &redacted(after.clone())), &after),
+                change,
+            ))
         }
         Method::DELETE => {
             if before.is_none() {
