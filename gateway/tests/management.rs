@@ -793,6 +793,20 @@ async fn credentials_are_issued_rotated_and_revoked_through_the_api() {
         (401, 200)
     );
 
+    // Revoking it again changes nothing (and is not recorded: see the actions below).
+    let (status, again) = send(
+        &node,
+        &admin,
+        Method::DELETE,
+        &format!("{base}/api-1"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &again["config_version"]),
+        (200, &revoked["config_version"])
+    );
+
     // Unknown profile or credential; an id that exists.
     let (status, _) = send(
         &node,

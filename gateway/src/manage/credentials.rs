@@ -141,15 +141,18 @@ pub(super) async fn handle(
         }
         return Ok(answer);
     }
+    let before = api.store.version().await.map_err(store_error)?;
     let version = crate::credentials::revoke(&api.store, &client, &profile, &id)
         .await
         .map_err(credential_error)?;
+    // Revoking a revoked credential changes nothing, and records nothing.
+    let changed = version != before;
     Ok((
         json_response(
             StatusCode::OK,
             &json!({"credential": id, "revoked": true, "config_version": version}),
         ),
-        Some(Changed {
+        changed.then(|| Changed {
             action: "credentials.delete".into(),
             resource: resource(id.as_str()),
             before: None,
