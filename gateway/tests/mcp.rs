@@ -943,7 +943,8 @@ collections:
     )
     .await;
     assert_eq!(executed["structuredContent"]["target"], "/orders/o-9");
-    let all = records(&node, 1);
+    // Two pages, the refused cursor and four discovery calls: seven records.
+    let all = records(&node, 7);
     assert!(
         all.iter()
             .any(|r| r["what"]["tool"] == "find-order" && r["what"]["operation"] == "find-order")
