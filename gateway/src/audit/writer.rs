@@ -159,31 +159,30 @@ async fn journal_task(
         let mut entries = Vec::new();
         let mut text = String::new();
         let mut flushes = Vec::new();
+        // Links a record's body into the chain and the journal text.
+        let mut append = |body: String| {
+            state.seq += 1;
+            let hash = link(&state.prev, &body);
+            let entry = Entry {
+                seq: state.seq,
+                prev: std::mem::replace(&mut state.prev, hash.clone()),
+                hash,
+                body,
+            };
+            text.push_str(&serde_json::to_string(&entry).expect("an entry serializes"));
+            text.push('\n');
+            export(&entry);
+            entry
+        };
         for message in messages.drain(..) {
             match message {
-                Message::Record(_) | Message::Change(_) => {
-                    let body = match &message {
-                        Message::Record(r) => serde_json::to_string(r),
-                        Message::Change(c) => serde_json::to_string(c),
-                        Message::Flush(..) => unreachable!("matched above"),
-                    }
-                    .expect("a record serializes");
-                    state.seq += 1;
-                    let hash = link(&state.prev, &body);
-                    let entry = Entry {
-                        seq: state.seq,
-                        prev: std::mem::replace(&mut state.prev, hash.clone()),
-                        hash,
-                        body,
-                    };
-                    text.push_str(&serde_json::to_string(&entry).expect("an entry serializes"));
-                    text.push('\n');
-                    export(&entry);
-                    entries.push(match &message {
-                        Message::Change(c) => change_row(&node, entry, c),
-                        Message::Record(r) => row_of(&node, entry, r),
-                        Message::Flush(..) => unreachable!("matched above"),
-                    });
+                Message::Record(r) => {
+                    let entry = append(serde_json::to_string(&r).expect("a record serializes"));
+                    entries.push(row_of(&node, entry, &r));
+                }
+                Message::Change(c) => {
+                    let entry = append(serde_json::to_string(&c).expect("a record serializes"));
+                    entries.push(change_row(&node, entry, &c));
                 }
                 Message::Flush(deadline, done) => flushes.push((deadline, done)),
             }

@@ -77,26 +77,11 @@ struct Options {
     #[serde(default)]
     id: Option<String>,
     /// The new token's lifetime, e.g. `90d`.
-    #[serde(default, with = "humantime_serde_option")]
+    #[serde(default, with = "crate::model::humantime_serde_opt")]
     expires_in: Option<Duration>,
     /// Rotation: how long the old token keeps working (default 24 h).
-    #[serde(default, with = "humantime_serde_option")]
+    #[serde(default, with = "crate::model::humantime_serde_opt")]
     overlap: Option<Duration>,
-}
-
-/// Durations as humantime text (`90d`, `1h 30m`).
-mod humantime_serde_option {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 pub(super) async fn handle(
