@@ -368,6 +368,8 @@ async fn a_killed_node_loses_no_journaled_record() {
     for i in 0..50 {
         let r = node.get(&format!("/orders/items/{i}")).await;
         ids.push(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+        // The response's last bytes are the acknowledgement: they follow the journal append.
+        r.bytes().await.unwrap();
     }
     // SIGKILL: no graceful flush.
     let pid = node.pid();
