@@ -88,8 +88,15 @@ fn serve(rt: &Runtime, counters: Counters, definitions: Definitions) -> (Client,
     })
 }
 
-fn request(i: usize, token: &str) -> tonic::Request<pb::CheckRequest> {
-    let mut r = tonic::Request::new(pb::CheckRequest {
+fn request<M>(message: M, token: &str) -> tonic::Request<M> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn check(i: usize) -> pb::CheckRequest {
+    pb::CheckRequest {
         policies: vec!["bench".into()],
         principal: Some(pb::Principal {
             client: CLIENTS[i % CLIENTS.len()].into(),
@@ -102,10 +109,8 @@ fn request(i: usize, token: &str) -> tonic::Request<pb::CheckRequest> {
         }),
         source_ip: String::new(),
         hits: 1,
-    });
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
+        trace_context: Default::default(),
+    }
 }
 
 fn limiter(c: &mut Criterion) {
@@ -168,7 +173,7 @@ fn limiter(c: &mut Criterion) {
             b.iter(|| {
                 i += 1;
                 let mut client = client.clone();
-                let r = rt.block_on(client.check(request(i, token))).unwrap();
+                let r = rt.block_on(client.check(request(check(i), token))).unwrap();
                 black_box(r.into_inner().allowed)
             })
         });
@@ -181,10 +186,30 @@ fn limiter(c: &mut Criterion) {
                     for _ in 0..batches {
                         let calls = (0..64).map(|k| {
                             let mut client = client.clone();
-                            let req = request(k, token);
+                            let req = request(check(k), token);
                             async move { client.check(req).await.unwrap().into_inner().allowed }
                         });
                         black_box(futures_util::future::join_all(calls).await);
+                    }
+                });
+                started.elapsed() * u32::try_from(iters).unwrap_or(u32::MAX)
+                    / u32::try_from(batches * 64).unwrap_or(u32::MAX)
+            })
+        });
+        // The same 64 checks as one CheckBatch call (what a busy gateway sends).
+        group.bench_function(format!("{name} x64 batched"), |b| {
+            b.iter_custom(|iters| {
+                let batches = iters.div_ceil(64);
+                let started = Instant::now();
+                rt.block_on(async {
+                    for _ in 0..batches {
+                        let checks = (0..64).map(check).collect();
+                        let mut client = client.clone();
+                        let r = client
+                            .check_batch(request(pb::CheckBatchRequest { checks }, token))
+                            .await
+                            .unwrap();
+                        black_box(r.into_inner().results.len());
                     }
                 });
                 started.elapsed() * u32::try_from(iters).unwrap_or(u32::MAX)

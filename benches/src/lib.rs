@@ -1,1 +1,5 @@
-//! Shared code for the benchmarks in `benches/benches/` (the load-test harness will live here).
+//! The load tests: the load generator ([`load`], also the `portcullis-load` tool) and the
+//! harness (`target/release/portcullis-benches --quick|--full`), which measures the
+//! gateway against a plain reverse proxy. Micro-benchmarks are in `benches/benches/`.
+
+pub mod load;

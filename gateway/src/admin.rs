@@ -54,7 +54,9 @@ pub async fn handle(
     peer: std::net::SocketAddr,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    if req.uri().path().starts_with("/api/v1/") {
+    if req.uri().path().starts_with("/api/v1/")
+        || req.uri().path() == crate::manage::MCP_METADATA_PATH
+    {
         let req = req.map(|b| crate::body::limit_inbound(b, 1024 * 1024));
         return crate::manage::handle(api, peer.ip(), req).await;
     }

@@ -113,10 +113,14 @@ impl Audit {
         }
     }
 
-    /// Hands a finished record to the writer.
-    fn emit(&self, record: RequestRecord) {
+    /// Hands a finished record to the writer; the receiver resolves once it is journaled
+    /// (none when records are off).
+    fn emit(&self, record: RequestRecord) -> Option<tokio::sync::oneshot::Receiver<()>> {
         self.inner.metrics.observe(&record);
-        self.send(writer::Message::Record(Box::new(record)));
+        self.inner.tx.as_ref()?;
+        let (ack, journaled) = tokio::sync::oneshot::channel();
+        self.send(writer::Message::Record(Box::new(record), Some(ack)));
+        Some(journaled)
     }
 
     /// Records a control-plane action: the same chain, journal and database as request
@@ -208,6 +212,8 @@ impl Audit {
             .map(|(settings, _)| settings.max_bytes);
         let body = Recorded {
             inner: body,
+            journaled: None,
+            held: None,
             draft: Some(Box::new(draft)),
             audit: self.clone(),
             bytes_out: 0,
@@ -356,9 +362,15 @@ impl http_body::Body for Counted {
     }
 }
 
-/// The response body, which emits the request's record when it ends or is dropped.
+/// The response body, which emits the request's record when it ends or is dropped. Its end
+/// (the last frame) reaches the client only once the record is in the journal, so a response
+/// the client saw complete always has its record, even if the process is killed next.
 struct Recorded {
     inner: Body,
+    /// Resolves when the emitted record is journaled.
+    journaled: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// What to answer then: the last frame, or the end.
+    held: Option<Option<Frame<Bytes>>>,
     draft: Option<Box<Draft>>,
     audit: Audit,
     bytes_out: u64,
@@ -368,10 +380,9 @@ struct Recorded {
 }
 
 impl Recorded {
-    fn emit(&mut self, completed: bool) {
-        let Some(mut draft) = self.draft.take() else {
-            return;
-        };
+    /// Emits the record (once); the receiver resolves when it is journaled.
+    fn emit(&mut self, completed: bool) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let mut draft = self.draft.take()?;
         let mut record = std::mem::take(&mut draft.record);
         record.latency_us = draft.latency();
         record.bytes_in = draft.bytes_in.load(Ordering::Relaxed);
@@ -400,7 +411,7 @@ impl Recorded {
                 record.reason = Some(CLIENT_DISCONNECTED.to_owned());
             }
         }
-        self.audit.emit(record);
+        self.audit.emit(record)
     }
 }
 
@@ -415,34 +426,59 @@ impl http_body::Body for Recorded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.bytes_out += data.len() as u64;
-                    let max = self
-                        .draft
-                        .as_ref()
-                        .and_then(|d| d.capture.as_ref())
-                        .map(|c| c.0.max_bytes);
-                    if let (Some(kept), Some(max)) = (self.kept.as_mut(), max) {
-                        let room = max.saturating_sub(kept.len());
-                        kept.extend_from_slice(&data[..room.min(data.len())]);
+        loop {
+            if let Some(journaled) = self.journaled.as_mut() {
+                // Journaled, or the writer is gone (shutdown): either way, finish.
+                let _ = std::task::ready!(Pin::new(journaled).poll(cx));
+                self.journaled = None;
+                return Poll::Ready(self.held.take().flatten().map(Ok));
+            }
+            let polled = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+            match polled {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.bytes_out += data.len() as u64;
+                        let max = self
+                            .draft
+                            .as_ref()
+                            .and_then(|d| d.capture.as_ref())
+                            .map(|c| c.0.max_bytes);
+                        if let (Some(kept), Some(max)) = (self.kept.as_mut(), max) {
+                            let room = max.saturating_sub(kept.len());
+                            kept.extend_from_slice(&data[..room.min(data.len())]);
+                        }
                     }
+                    if self.inner.is_end_stream()
+                        && let Some(journaled) = self.emit(true)
+                    {
+                        self.journaled = Some(journaled);
+                        self.held = Some(Some(frame));
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                if self.inner.is_end_stream() {
-                    self.emit(true);
+                Some(Err(e)) => {
+                    self.failed = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    if let Some(journaled) = self.emit(true) {
+                        self.journaled = Some(journaled);
+                        self.held = Some(None);
+                        continue;
+                    }
+                    return Poll::Ready(None);
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.failed = true,
-            Poll::Ready(None) => self.emit(true),
-            Poll::Pending => {}
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // Not before the record is emitted and journaled: even an empty body is polled once.
+        self.draft.is_none()
+            && self.journaled.is_none()
+            && self.held.is_none()
+            && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -455,6 +491,7 @@ impl Drop for Recorded {
         // A body never polled because it was empty is complete; any other body dropped
         // before its end was abandoned by the client (or broken by the upstream).
         let completed = !self.failed && self.inner.is_end_stream();
-        self.emit(completed);
+        // Nobody is left to wait for the journal.
+        let _ = self.emit(completed);
     }
 }

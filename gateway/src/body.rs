@@ -48,9 +48,14 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// A complete JSON response.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub fn json_response<T: serde::Serialize + ?Sized>(
+    status: StatusCode,
+    value: &T,
+) -> Response<Body> {
+    // Only maps with non-text keys fail to serialise; no answer has one.
+    let bytes = serde_json::to_vec(value).expect("answers serialise to JSON");
     let mut response = Response::new(
-        Full::new(Bytes::from(value.to_string()))
+        Full::new(Bytes::from(bytes))
             .map_err(|never| match never {})
             .boxed(),
     );

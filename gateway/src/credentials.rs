@@ -12,8 +12,8 @@ use crate::auth::token::{self, TokenSecret};
 use crate::model::{
     Client, ClientId, Config, Credential, CredentialId, CredentialKind, ProfileId, Status,
 };
-use crate::plan::{self, ApplyError, ApplyOptions};
-use crate::store::{Store, StoreError, assemble};
+use crate::plan::{self, ApplyError};
+use crate::store::{Scope, Store, StoreError, assemble};
 
 /// Why a credential command failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,8 @@ pub struct TokenRequest {
     /// Defaults to `<profile>-<8 random characters>`.
     pub id: Option<CredentialId>,
     pub expires_in: Option<Duration>,
+    /// Check everything and answer what would be issued, storing nothing.
+    pub dry_run: bool,
 }
 
 /// Issues a new API token for a profile.
@@ -89,7 +91,7 @@ async fn add_token(
     let (credential, token) = new_token(secret, req)?;
     let id = credential.id.clone();
     let expires_at = credential.expires_at;
-    let version = change(store, &req.client, &req.profile, |creds| {
+    let (version, _) = change(store, &req.client, &req.profile, req.dry_run, |creds| {
         if creds.iter().any(|c| c.id == id) {
             return Err(CredentialError::Exists(id.clone()));
         }
@@ -155,14 +157,17 @@ fn new_token(
 }
 
 /// Revokes a credential at once; returns the new configuration version.
+/// With `dry_run`, checks that it exists and changes nothing. The version, and whether this
+/// call revoked it (false when it already was).
 pub async fn revoke(
     store: &Store,
     client: &ClientId,
     profile: &ProfileId,
     id: &CredentialId,
-) -> Result<u64, CredentialError> {
+    dry_run: bool,
+) -> Result<(u64, bool), CredentialError> {
     let now = OffsetDateTime::now_utc();
-    change(store, client, profile, |creds| {
+    change(store, client, profile, dry_run, |creds| {
         let c = creds
             .iter_mut()
             .find(|c| &c.id == id)
@@ -178,9 +183,10 @@ async fn change(
     store: &Store,
     client_id: &ClientId,
     profile_id: &ProfileId,
+    dry_run: bool,
     edit: impl FnOnce(&mut Vec<Credential>) -> Result<(), CredentialError>,
-) -> Result<u64, CredentialError> {
-    let (_, records) = store.load().await?;
+) -> Result<(u64, bool), CredentialError> {
+    let (_, records) = store.load_scope(Scope::Client(client_id.as_str())).await?;
     let mut client = find_client(&assemble(&records)?, client_id, profile_id)?;
     let profile = client
         .profiles
@@ -188,13 +194,8 @@ async fn change(
         .find(|p| &p.id == profile_id)
         .expect("find_client checked the profile");
     edit(&mut profile.credentials)?;
-    let file = Config {
-        clients: vec![client],
-        ..Config::default()
-    };
-    Ok(plan::apply(store, &file, ApplyOptions::default())
-        .await?
-        .version)
+    let applied = plan::apply_credentials(store, &client, dry_run).await?;
+    Ok((applied.version, applied.committed))
 }
 
 fn find_client(

@@ -21,20 +21,24 @@ use crate::model::Config;
 pub async fn start_upstream() -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            };
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service_fn(answer))
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(serve_upstream(listener));
     Ok(addr)
+}
+
+/// Serves the demo upstream on `listener` until the process exits (`portcullis
+/// demo-upstream`, for clusters whose nodes share one demo upstream).
+pub async fn serve_upstream(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service_fn(answer))
+                .await;
+        });
+    }
 }
 
 /// The demo upstream. Each environment has its own path prefix, and every answer says which

@@ -29,6 +29,7 @@ pub mod openapi;
 pub mod pipeline;
 pub mod plan;
 pub mod quota_cli;
+pub mod remote_cli;
 pub mod route;
 pub mod server;
 pub mod snapshot;

@@ -18,6 +18,7 @@ use portcullis_limiter::grpc::{policy_from_pb, status_from_pb};
 use portcullis_limiter::policy::{Catalog, FailureMode};
 use portcullis_proto::limiter::v1 as pb;
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::Caller;
@@ -43,6 +44,7 @@ enum Limiter {
 }
 
 /// A remote limiter's answer, or why there is none.
+#[derive(Clone)]
 enum Failure {
     /// The limiter does not know a policy: a configuration mistake, not an outage.
     UnknownPolicy(String),
@@ -304,13 +306,37 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Limiter nodes over gRPC: one HTTP/2 connection per node, shared by every concurrent check;
-/// checks go round-robin; a node that failed is left out for a second (unless all have).
-/// One deadline covers a check's attempts. A node that cannot be connected to (down,
-/// restarting) passes the check to the next; any other failure — no answer in time, a
-/// connection lost mid-call, the node's own Redis trouble — ends the check with the policy's
-/// failure mode, because the node may already have counted it and another would count it again.
+/// Limiter nodes over gRPC. Checks of concurrent requests travel together: a queue feeds a
+/// task that sends whatever has gathered as one `CheckBatch` call, with up to
+/// [`BATCHES_IN_FLIGHT`] calls outstanding. A quiet gateway sends each check at once (a batch
+/// of one); a busy one makes one call, and the limiter one Redis round trip, for many checks.
 struct Remote {
+    queue: mpsc::Sender<Queued>,
+    nodes: Arc<Nodes>,
+}
+
+/// A check waiting for its batch, and where its answer goes.
+struct Queued {
+    check: pb::CheckRequest,
+    /// When the caller stops waiting: a check still queued then is not sent.
+    deadline: tokio::time::Instant,
+    reply: oneshot::Sender<Result<pb::CheckResponse, Failure>>,
+}
+
+/// Checks in one call, at most (the limiter takes up to 1,000).
+const MAX_BATCH: usize = 256;
+/// Calls outstanding at once; further checks wait for the next batch.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// Checks waiting at most; beyond this a check fails at once as unavailable.
+const MAX_QUEUED: usize = 16_384;
+
+/// The limiter nodes: one HTTP/2 connection per node; calls go round-robin; a node that failed
+/// is left out for a second (unless all have). One deadline covers a call's attempts. A node
+/// that cannot be connected to (down, restarting) passes the call to the next; any other
+/// failure — no answer in time, a connection lost mid-call, the node's own Redis trouble —
+/// ends the call's checks with their policies' failure mode, because the node may already have
+/// counted them and another would count them again.
+struct Nodes {
     nodes: Vec<Node>,
     next: AtomicUsize,
     token: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
@@ -336,6 +362,115 @@ impl Node {
 const SKIP_FAILED: Duration = Duration::from_secs(1);
 
 impl Remote {
+    /// The limiter nodes at `urls`, and the task that sends their batches (on the current
+    /// runtime, until every `Remote` handle is dropped).
+    fn new(urls: &[String], token: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let nodes = Arc::new(Nodes::new(urls, token, timeout)?);
+        let (queue, receiver) = mpsc::channel(MAX_QUEUED);
+        tokio::spawn(send_batches(nodes.clone(), receiver));
+        Ok(Self { queue, nodes })
+    }
+
+    async fn check(
+        &self,
+        policies: &[&str],
+        caller: &Caller<'_>,
+        subject: &Subject<'_>,
+    ) -> Result<Decision, Failure> {
+        // The limiter's span for this check continues the request's trace.
+        let mut trace_context = std::collections::HashMap::new();
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            portcullis_limiter::telemetry::inject_map(
+                &tracing::Span::current().context(),
+                &mut trace_context,
+            );
+        }
+        let check = pb::CheckRequest {
+            policies: policies.iter().map(|p| (*p).to_owned()).collect(),
+            principal: Some(pb::Principal {
+                client: subject.client.to_owned(),
+                profile: subject.profile.to_owned(),
+                environment: caller.profile.environment.as_str().to_owned(),
+                partner: caller.client.partner.clone(),
+            }),
+            product: Some(pb::Product {
+                collection: subject.collection.to_owned(),
+                operation: subject.operation.to_owned(),
+            }),
+            source_ip: subject
+                .source_ip
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            hits: 1,
+            trace_context,
+        };
+        let (reply, answer) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + self.nodes.timeout;
+        let queued = Queued {
+            check,
+            deadline,
+            reply,
+        };
+        match self.queue.try_send(queued) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(Failure::Unavailable(
+                    "too many limiter checks waiting on this node".into(),
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(Failure::Unavailable(
+                    "the limiter client has stopped".into(),
+                ));
+            }
+        }
+        // The check's own deadline, however long it waited for its batch.
+        let response = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) => answer?,
+            Ok(Err(_)) => {
+                return Err(Failure::Unavailable("the limiter batch was dropped".into()));
+            }
+            Err(_) => {
+                return Err(Failure::Unavailable(format!(
+                    "no limiter answer within {:?}",
+                    self.nodes.timeout
+                )));
+            }
+        };
+        Ok(Decision {
+            allowed: response.allowed,
+            limits: response.limits.into_iter().map(status_from_pb).collect(),
+        })
+    }
+
+    async fn policies(&self) -> Result<Catalog, String> {
+        self.nodes.policies().await
+    }
+}
+
+/// Sends what has gathered in the queue as one call whenever fewer than
+/// [`BATCHES_IN_FLIGHT`] calls are outstanding; ends when the queue closes.
+async fn send_batches(nodes: Arc<Nodes>, mut queue: mpsc::Receiver<Queued>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let batch = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+        let nodes = nodes.clone();
+        tokio::spawn(async move {
+            nodes.check_batch(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+impl Nodes {
     fn new(urls: &[String], token: &str, timeout: Duration) -> anyhow::Result<Self> {
         anyhow::ensure!(!urls.is_empty(), "--limiter needs at least one address");
         if let Some(url) = urls.iter().find(|u| !u.starts_with("http://")) {
@@ -385,40 +520,52 @@ impl Remote {
         if up.is_empty() { all.collect() } else { up }
     }
 
-    async fn check(
-        &self,
-        policies: &[&str],
-        caller: &Caller<'_>,
-        subject: &Subject<'_>,
-    ) -> Result<Decision, Failure> {
-        let message = pb::CheckRequest {
-            policies: policies.iter().map(|p| (*p).to_owned()).collect(),
-            principal: Some(pb::Principal {
-                client: subject.client.to_owned(),
-                profile: subject.profile.to_owned(),
-                environment: caller.profile.environment.as_str().to_owned(),
-                partner: caller.client.partner.clone(),
-            }),
-            product: Some(pb::Product {
-                collection: subject.collection.to_owned(),
-                operation: subject.operation.to_owned(),
-            }),
-            source_ip: subject
-                .source_ip
-                .map(|ip| ip.to_string())
-                .unwrap_or_default(),
-            hits: 1,
-        };
-        let response = self
+    /// Sends `batch` as one call and hands each check its answer: its decision, its own
+    /// error, or the call's failure.
+    async fn check_batch(&self, batch: Vec<Queued>) {
+        // Checks whose callers have stopped waiting (gone, or past their deadline while all
+        // calls were busy) are not sent: they would be counted for nothing.
+        let now = tokio::time::Instant::now();
+        let (checks, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .filter(|q| !q.reply.is_closed() && q.deadline > now)
+            .map(|q| (q.check, q.reply))
+            .unzip();
+        if checks.is_empty() {
+            return;
+        }
+        // The call has the whole timeout: a check's wait in the queue is not the node's delay.
+        let deadline = now + self.timeout;
+        let n = checks.len();
+        let outcome = self
             .call(
-                |mut client, request| async move { client.check(request).await },
-                message,
+                |mut client, request| async move { client.check_batch(request).await },
+                pb::CheckBatchRequest { checks },
+                deadline,
             )
-            .await?;
-        Ok(Decision {
-            allowed: response.allowed,
-            limits: response.limits.into_iter().map(status_from_pb).collect(),
-        })
+            .await
+            .and_then(|response| {
+                if response.results.len() == n {
+                    Ok(response.results)
+                } else {
+                    Err(Failure::Unavailable(format!(
+                        "the limiter answered {} checks of {n}",
+                        response.results.len()
+                    )))
+                }
+            });
+        match outcome {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(answer(result));
+                }
+            }
+            Err(failure) => {
+                for reply in replies {
+                    let _ = reply.send(Err(failure.clone()));
+                }
+            }
+        }
     }
 
     async fn policies(&self) -> Result<Catalog, String> {
@@ -426,6 +573,7 @@ impl Remote {
             .call(
                 |mut client, request| async move { client.get_policies(request).await },
                 pb::GetPoliciesRequest {},
+                tokio::time::Instant::now() + self.timeout,
             )
             .await
             .map_err(|f| match f {
@@ -443,14 +591,18 @@ impl Remote {
     }
 
     /// Calls each node in turn until one answers (or refuses for a reason another node would
-    /// give too), all attempts within one deadline.
-    async fn call<M, R, F, Fut>(&self, call: F, message: M) -> Result<R, Failure>
+    /// give too), all attempts by `deadline`.
+    async fn call<M, R, F, Fut>(
+        &self,
+        call: F,
+        message: M,
+        deadline: tokio::time::Instant,
+    ) -> Result<R, Failure>
     where
         M: Clone,
         F: Fn(pb::check_service_client::CheckServiceClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut last = String::new();
         for node in self.order() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -459,23 +611,6 @@ impl Remote {
             }
             let mut request = tonic::Request::new(message.clone());
             request.set_timeout(left);
-            // The limiter continues this trace.
-            let mut trace = http::HeaderMap::new();
-            {
-                use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-                portcullis_limiter::telemetry::inject(
-                    &tracing::Span::current().context(),
-                    &mut trace,
-                );
-            }
-            for (name, value) in trace.iter() {
-                if let (Ok(value), Ok(key)) = (
-                    tonic::metadata::MetadataValue::try_from(value.as_bytes()),
-                    tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
-                ) {
-                    request.metadata_mut().insert(key, value);
-                }
-            }
             request
                 .metadata_mut()
                 .insert("authorization", self.token.clone());
@@ -490,8 +625,8 @@ impl Remote {
                 Err(_) => {
                     node.mark_down();
                     return Err(Failure::Unavailable(format!(
-                        "limiter {}: no answer within {:?}",
-                        node.url, self.timeout
+                        "limiter {}: no answer in time",
+                        node.url
                     )));
                 }
             };
@@ -542,7 +677,27 @@ impl Remote {
                 }
             }
         }
+        if last.is_empty() {
+            last = "no limiter answered in time".into();
+        }
         Err(Failure::Unavailable(last))
+    }
+}
+
+/// One check's answer from its place in a batch's response.
+fn answer(result: pb::CheckResult) -> Result<pb::CheckResponse, Failure> {
+    match result.result {
+        Some(pb::check_result::Result::Decision(decision)) => Ok(decision),
+        Some(pb::check_result::Result::Error(e)) if e.code == tonic::Code::NotFound as i32 => {
+            Err(Failure::UnknownPolicy(e.message))
+        }
+        Some(pb::check_result::Result::Error(e)) => Err(Failure::Unavailable(format!(
+            "the limiter could not decide: {}",
+            e.message
+        ))),
+        None => Err(Failure::Unavailable(
+            "the limiter answered a check with nothing".into(),
+        )),
     }
 }
 

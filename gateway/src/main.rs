@@ -45,6 +45,11 @@ struct Cli {
         hide_env_values = true
     )]
     token_secret: Option<String>,
+    /// `apply`, `export` and `credential` through this gateway's management API (its admin
+    /// listener, e.g. http://127.0.0.1:8081) instead of the store, under the operator token in
+    /// PORTCULLIS_OPERATOR_TOKEN; changes are recorded with channel `cli`.
+    #[arg(long, global = true, env = "PORTCULLIS_SERVER")]
+    server: Option<String>,
     /// Log format on standard error.
     #[arg(
         long,
@@ -110,6 +115,12 @@ enum Command {
     /// Create or update a collection's operations from an API description.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Run only the demo upstream (the one `serve --demo` starts in-process), for clusters
+    /// whose nodes share it: deploy/compose and deploy/local-cluster.sh.
+    DemoUpstream {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+    },
     /// Manage quota policies, overrides and usage (through the limiter's gRPC API).
     Quota(portcullis::quota_cli::QuotaArgs),
     /// Print the version.
@@ -223,9 +234,13 @@ impl TokenTarget {
             profile: ProfileId(self.profile.clone()),
             id: self.id.clone().map(CredentialId),
             expires_in: self.expires_in,
+            dry_run: false,
         }
     }
 }
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -245,6 +260,7 @@ fn main() -> ExitCode {
         | Command::Quota(_)
         | Command::Import(_)
         | Command::Operator(_)
+        | Command::DemoUpstream { .. }
         | Command::Version => None,
     };
     let telemetry = runtime.block_on(async {
@@ -276,6 +292,18 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let location = || StoreLocation::resolve(cli.store.as_deref(), &cli.data_dir);
     let secret = || TokenSecret::load(cli.token_secret.as_deref(), &cli.data_dir);
+    // Only these commands go through the management API.
+    let through_api = matches!(
+        cli.command,
+        Command::Apply { .. } | Command::Export { .. } | Command::Credential(_)
+    );
+    let remote = match cli.server.as_deref().filter(|_| through_api) {
+        Some(server) => Some(portcullis::remote_cli::Remote::new(
+            server,
+            std::env::var("PORTCULLIS_OPERATOR_TOKEN").ok(),
+        )?),
+        None => None,
+    };
     match cli.command {
         Command::Serve(settings) => {
             node::run(*settings, location()?, secret()?, &cli.data_dir).await?
@@ -294,6 +322,70 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.clients.len(),
                 config.identity_providers.len()
             );
+        }
+        Command::Apply {
+            file,
+            dry_run,
+            prune,
+        } if remote.is_some() => {
+            anyhow::ensure!(!prune, "--prune works on the store, not through --server");
+            let config = config::read_file(&file)?;
+            remote
+                .as_ref()
+                .expect("matched")
+                .apply(&config, dry_run)
+                .await?;
+        }
+        Command::Export { format, output } if remote.is_some() => {
+            let config = remote.as_ref().expect("matched").export().await?;
+            write_output(output.as_deref(), &config::render(&config, format))?;
+        }
+        Command::Credential(command) if remote.is_some() => {
+            let remote = remote.as_ref().expect("matched");
+            let options = |t: &TokenTarget, overlap: Option<Duration>| {
+                let mut options = serde_json::json!({});
+                if let Some(id) = &t.id {
+                    options["id"] = id.clone().into();
+                }
+                if let Some(d) = t.expires_in {
+                    options["expires_in"] = format!("{}s", d.as_secs()).into();
+                }
+                if let Some(d) = overlap {
+                    options["overlap"] = format!("{}s", d.as_secs()).into();
+                }
+                options
+            };
+            match command {
+                CredentialCommand::Issue { target } => {
+                    remote
+                        .issue(
+                            &target.client,
+                            &target.profile,
+                            options(&target, None),
+                            None,
+                        )
+                        .await?;
+                }
+                CredentialCommand::Rotate {
+                    target,
+                    old,
+                    overlap,
+                } => {
+                    remote
+                        .issue(
+                            &target.client,
+                            &target.profile,
+                            options(&target, Some(overlap)),
+                            Some(&old),
+                        )
+                        .await?;
+                }
+                CredentialCommand::Revoke {
+                    client,
+                    profile,
+                    id,
+                } => remote.revoke(&client, &profile, &id).await?,
+            }
         }
         Command::Apply {
             file,
@@ -344,11 +436,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     profile,
                     id,
                 } => {
-                    let version = credentials::revoke(
+                    let (version, _) = credentials::revoke(
                         &store,
                         &ClientId(client),
                         &ProfileId(profile),
                         &CredentialId(id.clone()),
+                        false,
                     )
                     .await?;
                     println!("Revoked {id} (configuration version {version}).");
@@ -369,6 +462,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             if !ok {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::DemoUpstream { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!("demo upstream: http://{}", listener.local_addr()?);
+            tokio::select! {
+                _ = portcullis::demo::serve_upstream(listener) => {}
+                _ = portcullis::node::shutdown_signal() => {}
             }
         }
         Command::Quota(args) => portcullis::quota_cli::run(args, &cli.data_dir).await?,

@@ -16,7 +16,7 @@ pub mod jsonrpc;
 pub mod session;
 pub mod tools;
 
-mod dispatch;
+pub(crate) mod dispatch;
 
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ const ACCEPTED_LEGACY_HEADER: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-
 /// Stateless protocol versions.
 pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
 
-const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub(crate) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
@@ -153,7 +153,9 @@ pub(crate) async fn serve(
             return Ok(rpc_failure(draft, StatusCode::BAD_REQUEST, &id, &error));
         }
     };
-    let era = match era(gw, &headers, &message, &caller) {
+    let principal = (caller.client.id.as_str(), caller.profile.id.as_str());
+    let ttl = gw.mcp.settings.session_ttl;
+    let era = match era(&gw.mcp.sessions, ttl, &headers, &message, principal) {
         Ok(era) => era,
         Err(Refused::Http(e)) => return Err(e),
         Err(Refused::Rpc(status, id, error)) => return Ok(rpc_failure(draft, status, &id, &error)),
@@ -172,7 +174,7 @@ pub(crate) async fn serve(
 }
 
 /// Why a request did not reach its method.
-enum Refused {
+pub(crate) enum Refused {
     /// An HTTP-level refusal with the catalogue's body (an unknown session).
     Http(GatewayError),
     /// A JSON-RPC error with this HTTP status.
@@ -180,12 +182,14 @@ enum Refused {
 }
 
 /// Decides the request's protocol era: a stateless request names its version in `_meta`
-/// (and a header); anything else belongs to a session opened by `initialize`.
-fn era(
-    gw: &Gateway,
+/// (and a header); anything else belongs to a session opened by `initialize`, which is
+/// honoured for the `principal` that opened it only.
+pub(crate) fn era(
+    sessions: &SessionKeys,
+    session_ttl: Duration,
     headers: &http::HeaderMap,
     message: &jsonrpc::Incoming,
-    caller: &crate::auth::Caller<'_>,
+    principal: (&str, &str),
 ) -> Result<Era, Refused> {
     use jsonrpc::Incoming;
     let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
@@ -325,16 +329,12 @@ fn era(
         ));
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let ttl = i64::try_from(gw.mcp.settings.session_ttl.as_secs()).unwrap_or(i64::MAX);
-    let session = gw
-        .mcp
-        .sessions
+    let ttl = i64::try_from(session_ttl.as_secs()).unwrap_or(i64::MAX);
+    let session = sessions
         .open(id_header, now, ttl)
         // A session is not a credential: it is honoured only for the profile that opened it,
         // and one of another profile is indistinguishable from an unknown one.
-        .filter(|s| {
-            s.client == caller.client.id.as_str() && s.profile == caller.profile.id.as_str()
-        })
+        .filter(|s| s.client == principal.0 && s.profile == principal.1)
         .ok_or_else(|| {
             Refused::Http(GatewayError::new(
                 ErrorCode::SessionNotFound,
@@ -398,7 +398,7 @@ fn check_origin(settings: &McpSettings, headers: &http::HeaderMap) -> Result<(),
 }
 
 /// The body must be JSON, and the client must accept a JSON answer.
-fn check_media_types(headers: &http::HeaderMap) -> Result<(), GatewayError> {
+pub(crate) fn check_media_types(headers: &http::HeaderMap) -> Result<(), GatewayError> {
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -430,7 +430,7 @@ fn check_media_types(headers: &http::HeaderMap) -> Result<(), GatewayError> {
 }
 
 /// The message body, refused whole when it is larger than allowed.
-async fn read_message(req: Request<Body>, limit: usize) -> Result<Bytes, GatewayError> {
+pub(crate) async fn read_message(req: Request<Body>, limit: usize) -> Result<Bytes, GatewayError> {
     let too_large = || {
         GatewayError::new(
             ErrorCode::PayloadTooLarge,

@@ -11,8 +11,12 @@ use time::OffsetDateTime;
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(
+            Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+            schemars::JsonSchema,
+        )]
         #[serde(transparent)]
+        #[schemars(transparent)]
         pub struct $name(pub String);
 
         impl $name {
@@ -65,8 +69,20 @@ id_type!(
     ProviderId
 );
 
+/// An RFC 3339 time, e.g. `2026-12-31T23:59:59Z` (for schemas).
+#[derive(schemars::JsonSchema)]
+#[schemars(transparent)]
+#[allow(dead_code)]
+pub(crate) struct Rfc3339(#[schemars(regex(pattern = r"^\d{4}-\d{2}-\d{2}T"))] String);
+
+/// A duration such as `30s`, `250ms`, `5m` or `90d` (for schemas).
+#[derive(schemars::JsonSchema)]
+#[schemars(transparent)]
+#[allow(dead_code)]
+pub(crate) struct HumanDuration(String);
+
 /// The whole declarative configuration: what `apply` reads and `export` writes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -79,7 +95,7 @@ pub struct Config {
 }
 
 /// An external OpenID Connect provider (or any JWT issuer publishing a JWKS).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityProvider {
     pub id: ProviderId,
@@ -92,6 +108,7 @@ pub struct IdentityProvider {
     pub jwks_uri: Option<String>,
     /// Tolerance for `exp`/`nbf` against this gateway's clock.
     #[serde(default = "default_skew", with = "humantime_serde_opt::required")]
+    #[schemars(with = "HumanDuration")]
     pub clock_skew: std::time::Duration,
 }
 
@@ -100,7 +117,9 @@ fn default_skew() -> std::time::Duration {
 }
 
 /// Lifecycle state of a collection or operation. Only published objects are routed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Draft,
@@ -115,7 +134,7 @@ impl Status {
 }
 
 /// An API product: a base path, its upstream per environment and its operations.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Collection {
     pub id: CollectionId,
@@ -139,6 +158,7 @@ pub struct Collection {
         with = "humantime_serde_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<HumanDuration>")]
     pub upstream_timeout: Option<std::time::Duration>,
     /// The gateway's own credential for the upstream (never the caller's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,7 +180,7 @@ pub struct Collection {
 }
 
 /// A collection's Gateway MCP settings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CollectionMcp {
     /// Expose every published operation as a tool (an operation's own `mcp.enabled: false`
@@ -174,7 +194,9 @@ pub struct CollectionMcp {
 }
 
 /// How a collection's operations are offered as MCP tools.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum McpMode {
     /// One tool per operation.
@@ -186,7 +208,7 @@ pub enum McpMode {
 
 /// How the gateway authenticates itself to an upstream. Secrets are named by environment
 /// variables of the gateway process, never stored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum UpstreamAuth {
     /// `Authorization: Basic …`.
@@ -212,7 +234,7 @@ fn default_version() -> String {
 }
 
 /// One endpoint inside a collection.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Operation {
     pub id: OperationId,
@@ -254,7 +276,7 @@ pub struct Operation {
 /// Body capture for request records: at most `max_bytes` of each body, JSON fields named in
 /// `redact` (at any depth, case-insensitive) replaced. A body that is not complete JSON is
 /// kept only when nothing is to be redacted.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BodyCapture {
     #[serde(default = "default_capture_bytes")]
@@ -271,7 +293,7 @@ fn default_capture_bytes() -> usize {
 pub const MAX_CAPTURE_BYTES: usize = 64 * 1024;
 
 /// A typed request parameter.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Parameter {
     pub name: String,
@@ -291,7 +313,7 @@ pub struct Parameter {
 }
 
 /// Where a parameter travels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParameterLocation {
     Path,
@@ -300,7 +322,9 @@ pub enum ParameterLocation {
 }
 
 /// The JSON type of a parameter's value.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ParameterType {
     #[default]
@@ -311,7 +335,7 @@ pub enum ParameterType {
 }
 
 /// How an operation appears as an MCP tool.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct McpExposure {
     #[serde(default = "yes")]
@@ -339,7 +363,7 @@ fn is_true(b: &bool) -> bool {
 }
 
 /// A consumer of the APIs: an app, a partner service, an internal service or an AI agent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Client {
     pub id: ClientId,
@@ -357,7 +381,7 @@ pub struct Client {
 }
 
 /// A client's access contract for one environment.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub id: ProfileId,
@@ -381,6 +405,7 @@ pub struct Profile {
         with = "time::serde::rfc3339::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<Rfc3339>")]
     pub expires_at: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<Credential>,
@@ -388,7 +413,7 @@ pub struct Profile {
 
 /// Proof that a caller is a profile. (Unknown fields are refused by `CredentialKind`, which
 /// receives every field not named here.)
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Credential {
     pub id: CredentialId,
     #[serde(flatten)]
@@ -398,17 +423,19 @@ pub struct Credential {
         with = "time::serde::rfc3339::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<Rfc3339>")]
     pub expires_at: Option<OffsetDateTime>,
     #[serde(
         default,
         with = "time::serde::rfc3339::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<Rfc3339>")]
     pub revoked_at: Option<OffsetDateTime>,
 }
 
 /// The kinds of credential. Secrets are never stored: API tokens are kept as a keyed hash.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialKind {
     /// An opaque API token, stored as the hex HMAC-SHA-256 of the token under the server secret.

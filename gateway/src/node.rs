@@ -20,11 +20,12 @@ use crate::auth::token::TokenSecret;
 use crate::demo;
 use crate::forward::{ForwardSettings, Forwarder, client_tls};
 use crate::limit::Limits;
+use crate::model::Config;
 use crate::pipeline::{self, Gateway, PipelineSettings};
 use crate::plan::{self, ApplyOptions};
 use crate::server::{self, ConnectionLimits};
 use crate::snapshot::{Snapshot, SnapshotCell};
-use crate::store::{Store, StoreLocation, assemble};
+use crate::store::{Store, StoreLocation, assemble, assemble_owned, objects, patch};
 use crate::upstream_auth::{IdentitySigner, TokenCache};
 
 /// Settings of one node (command-line flags, each also readable from the environment).
@@ -109,6 +110,36 @@ pub struct NodeSettings {
     /// File holding the service token (role `check`) this node presents to the limiter nodes.
     #[arg(long, env = "PORTCULLIS_LIMITER_TOKEN_FILE", requires = "limiter")]
     pub limiter_token_file: Option<PathBuf>,
+    /// Operators' identity provider: OIDC access tokens from this issuer identify operators
+    /// of the management API (besides operator tokens).
+    #[arg(
+        long,
+        env = "PORTCULLIS_OPERATOR_OIDC_ISSUER",
+        requires = "operator_oidc_audience"
+    )]
+    pub operator_oidc_issuer: Option<String>,
+    /// The `aud` operators' tokens must carry.
+    #[arg(long, env = "PORTCULLIS_OPERATOR_OIDC_AUDIENCE")]
+    pub operator_oidc_audience: Option<String>,
+    /// The provider's key set URL, if discovery should be skipped.
+    #[arg(long, env = "PORTCULLIS_OPERATOR_OIDC_JWKS_URI")]
+    pub operator_oidc_jwks_uri: Option<String>,
+    /// The claim of an operator's token listing its roles or groups.
+    #[arg(long, env = "PORTCULLIS_OPERATOR_ROLES_CLAIM", default_value = "roles")]
+    pub operator_roles_claim: String,
+    /// Claim values mapped to roles, e.g. `platform-admins=admin,sre=editor`. Without it, a
+    /// value naming a role (viewer, editor, admin, auditor) is that role.
+    #[arg(long, env = "PORTCULLIS_OPERATOR_ROLE_MAP", value_delimiter = ',', value_parser = role_mapping)]
+    pub operator_role_map: Vec<(String, crate::manage::Role)>,
+    /// Browser origins (exact `scheme://host[:port]`, comma-separated) allowed to call the
+    /// Management MCP; by default none (requests without `Origin` are not affected).
+    #[arg(long, env = "PORTCULLIS_ADMIN_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub admin_allowed_origins: Vec<String>,
+    /// File holding a `manage` service token of the limiter, with which the management API
+    /// manages quota policies, overrides and usage. Defaults, with the in-process limiter, to
+    /// DATA_DIR/limiter/admin.token.
+    #[arg(long, env = "PORTCULLIS_LIMITER_MANAGE_TOKEN_FILE")]
+    pub limiter_manage_token_file: Option<PathBuf>,
     /// Deadline of one limiter check; past it the next limiter node is tried, then each
     /// policy's failure mode applies.
     #[arg(long, env = "PORTCULLIS_LIMITER_TIMEOUT", default_value = "100ms", value_parser = positive_duration)]
@@ -231,8 +262,10 @@ pub async fn run(
     };
 
     let (version, records) = store.load().await?;
-    let snapshot = Snapshot::compile(version, &assemble(&records)?)
+    let config = assemble_owned(records)?;
+    let snapshot = Snapshot::compile(version, &config)
         .context("the stored configuration cannot be compiled; refusing to serve it")?;
+    let followed = Followed { version, config };
 
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
@@ -270,10 +303,59 @@ pub async fn run(
         crate::manage::bootstrap(&store, &secret, settings.bootstrap_admin_token.as_deref())
             .await
             .context("cannot create the bootstrap admin operator")?;
+    let mut extra_roots = Vec::new();
+    if let Some(path) = &settings.upstream_ca_file {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        extra_roots = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("cannot read the upstream CA file {}", path.display()))?;
+    }
+    let operator_idp_roots = extra_roots.clone();
+    // The in-process limiter's gRPC API (quota management) listens from here on.
+    let quota_listener = match &embedded {
+        Some(_) => Some(
+            TcpListener::bind(settings.quota_listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.quota_listen))?,
+        ),
+        None => None,
+    };
+    let quota_url = match &quota_listener {
+        Some(listener) => Some(format!("http://{}", listener.local_addr()?)),
+        None => None,
+    };
     let api = Arc::new(crate::manage::Api {
         store: store.clone(),
         secret: secret.clone(),
         audit: audit.clone(),
+        quotas: quota_client(&settings, data_dir, quota_url.as_deref())?,
+        sessions: crate::mcp::session::SessionKeys::for_management(&secret),
+        session_ttl: settings.mcp_session_ttl,
+        allowed_origins: settings.admin_allowed_origins.clone(),
+        oidc: settings
+            .operator_oidc_issuer
+            .as_ref()
+            .map(|issuer| crate::manage::OperatorOidc {
+                provider: crate::snapshot::CompiledProvider {
+                    id: crate::model::ProviderId("operators".into()),
+                    issuer: issuer.clone(),
+                    audiences: settings
+                        .operator_oidc_audience
+                        .clone()
+                        .into_iter()
+                        .collect(),
+                    jwks_uri: settings.operator_oidc_jwks_uri.clone(),
+                    clock_skew: Duration::from_secs(60),
+                },
+                keys: KeySets::new(
+                    client_tls(&operator_idp_roots),
+                    settings.jwks_cache_ttl,
+                    settings.jwks_refresh_cooldown,
+                    Duration::from_secs(5),
+                ),
+                roles_claim: settings.operator_roles_claim.clone(),
+                role_map: settings.operator_role_map.clone(),
+            }),
     });
     let mcp = crate::mcp::Mcp {
         settings: crate::mcp::McpSettings {
@@ -300,13 +382,6 @@ pub async fn run(
         sessions: crate::mcp::session::SessionKeys::new(&secret),
     };
 
-    let mut extra_roots = Vec::new();
-    if let Some(path) = &settings.upstream_ca_file {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        extra_roots = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .with_context(|| format!("cannot read the upstream CA file {}", path.display()))?;
-    }
     let extra_roots_for_idp = extra_roots.clone();
     let gateway = Arc::new(Gateway {
         snapshot: SnapshotCell::new(snapshot),
@@ -375,13 +450,8 @@ pub async fn run(
     ));
     let policy_follower =
         tokio::spawn(Arc::clone(&gateway).follow_limiter_policies(Duration::from_secs(5)));
-    let mut quota_url = None;
-    let quota_api = match embedded {
-        Some(limiter) => {
-            let listener = TcpListener::bind(settings.quota_listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", settings.quota_listen))?;
-            quota_url = Some(format!("http://{}", listener.local_addr()?));
+    let quota_api = match (embedded, quota_listener) {
+        (Some(limiter), Some(listener)) => {
             let mut stop = stop_rx.clone();
             Some(tokio::spawn(portcullis_limiter::node::serve(
                 listener,
@@ -391,9 +461,17 @@ pub async fn run(
                 async move { crate::server::stopped(&mut stop).await },
             )))
         }
-        None => None,
+        (Some(_), None) | (None, _) => None,
+    };
+    // Woken by the store's change feed; the poll below is the safety net.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let feed = {
+        let (store, wake) = (store.clone(), wake.clone());
+        tokio::spawn(async move { store.watch_commits(wake).await })
     };
     let follower = tokio::spawn(follow_changes(
+        wake,
+        followed,
         store.clone(),
         gateway.clone(),
         health.clone(),
@@ -411,10 +489,13 @@ pub async fn run(
         println!("  quotas:  {url} (gRPC, in-process limiter)");
     }
     println!("  admin:   {admin_url}");
-    if let Some(token) = &bootstrap_token {
-        println!(
-            "  management API: {admin_url}/api/v1; bootstrap admin operator token (shown once):\n    {token}"
-        );
+    match &bootstrap_token {
+        Some(token) => println!(
+            "  management API: {admin_url}/api/v1; bootstrap admin operator token (shown once):\n    {token}\n  Try it (the whole API: {admin_url}/api/v1/openapi.json; agents: MCP at {admin_url}/api/v1/mcp):\n    curl -s -H 'Authorization: Bearer {token}' {admin_url}/api/v1/collections"
+        ),
+        None => println!(
+            "  management API: {admin_url}/api/v1 (operator tokens: `portcullis operator token`)"
+        ),
     }
     if let Some(token) = &demo_token {
         print!(
@@ -432,6 +513,7 @@ pub async fn run(
     tracing::info!("shutting down: refusing new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
     policy_follower.abort();
+    feed.abort();
     for task in [data_plane, follower] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "a task failed during shutdown");
@@ -560,6 +642,51 @@ fn bootstrap_quota_token(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(tokens)
 }
 
+/// The management API's client of the limiter's quota service: the in-process limiter's own
+/// gRPC API at `local`, or the first limiter node, with the `manage` token of
+/// `--limiter-manage-token-file` (by default, in-process, DATA_DIR/limiter/admin.token).
+/// None, with a warning, when there is no token: the quota endpoints then answer 503.
+fn quota_client(
+    settings: &NodeSettings,
+    data_dir: &std::path::Path,
+    local: Option<&str>,
+) -> anyhow::Result<Option<crate::quota_cli::Client>> {
+    let Some(url) = local.or(settings.limiter.first().map(String::as_str)) else {
+        return Ok(None);
+    };
+    let (path, explicit) = match (&settings.limiter_manage_token_file, local) {
+        (Some(path), _) => (path.clone(), true),
+        (None, Some(_)) => (data_dir.join("limiter").join(ADMIN_TOKEN_FILE), false),
+        (None, None) => {
+            tracing::warn!(
+                "no --limiter-manage-token-file: the management API's quota endpoints are unavailable"
+            );
+            return Ok(None);
+        }
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(token) => Ok(Some(crate::quota_cli::connect_lazy(url, &token)?)),
+        Err(e) if !explicit => {
+            tracing::warn!(path = %path.display(), error = %e, "no quota admin token: the management API's quota endpoints are unavailable");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "cannot read the limiter manage token {}",
+            path.display()
+        ))),
+    }
+}
+
+/// `value=role`, for `--operator-role-map`.
+fn role_mapping(text: &str) -> Result<(String, crate::manage::Role), String> {
+    let (value, role) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}': write claim-value=role"))?;
+    let role = crate::manage::Role::parse(role.trim())
+        .ok_or_else(|| format!("'{role}' is not viewer, editor, admin or auditor"))?;
+    Ok((value.trim().to_owned(), role))
+}
+
 /// The file (in DATA_DIR/limiter) holding the in-process limiter's admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
@@ -568,6 +695,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// a stored version cannot be compiled (it bypassed validation), the node keeps its snapshot,
 /// stays ready, reports the rejected version, and does not retry that version.
 async fn follow_changes(
+    wake: Arc<tokio::sync::Notify>,
+    followed: Followed,
     store: Store,
     gateway: Arc<Gateway>,
     health: Arc<Health>,
@@ -577,15 +706,16 @@ async fn follow_changes(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rejected = None;
+    let mut followed = Some(followed);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = wake.notified() => {}
             _ = crate::server::stopped(&mut stop) => return,
         }
-        let current = gateway.snapshot.current().version;
         // A hung database must not hold up shutdown.
         let outcome = tokio::select! {
-            outcome = refresh(&store, current, rejected) => outcome,
+            outcome = refresh(&store, &mut followed, rejected) => outcome,
             _ = crate::server::stopped(&mut stop) => return,
         };
         match outcome {
@@ -617,21 +747,63 @@ enum Refresh {
     Unreachable(String),
 }
 
-async fn refresh(store: &Store, current: u64, rejected: Option<u64>) -> Refresh {
-    let (version, records) = match store.version().await {
-        Ok(v) if v == current || Some(v) == rejected => return Refresh::Unchanged,
-        Ok(_) => match store.load().await {
-            Ok(loaded) => loaded,
-            Err(e) => return Refresh::Unreachable(e.to_string()),
-        },
+/// The stored configuration a node follows, as of one version (which its snapshot was compiled
+/// from, unless that version was rejected).
+struct Followed {
+    version: u64,
+    config: Config,
+}
+
+/// Reads what changed since the followed version (or, with none, everything) and compiles it.
+async fn refresh(store: &Store, followed: &mut Option<Followed>, rejected: Option<u64>) -> Refresh {
+    let version = match store.version().await {
+        Ok(v) if Some(v) == followed.as_ref().map(|f| f.version) || Some(v) == rejected => {
+            return Refresh::Unchanged;
+        }
+        Ok(v) => v,
         Err(e) => return Refresh::Unreachable(e.to_string()),
     };
-    let compiled = assemble(&records)
-        .map_err(|e| e.to_string())
-        .and_then(|config| Snapshot::compile(version, &config).map_err(|e| e.to_string()));
-    match compiled {
+    // Only the objects written or deleted since: the cost of a change, not of the catalogue.
+    if let Some(f) = followed.as_mut().filter(|f| version > f.version) {
+        match store.changes_since(f.version).await {
+            Ok(changes) => {
+                let patched = patch(&mut f.config, changes.written);
+                if patched.is_ok() && objects(&f.config) == changes.objects {
+                    f.version = changes.version;
+                    return compile(f);
+                }
+                tracing::warn!(
+                    error = patched.err().map(|e| e.to_string()),
+                    "the configuration's changes do not add up; reading it whole"
+                );
+            }
+            Err(e) => return Refresh::Unreachable(e.to_string()),
+        }
+    }
+    // The first read, a copy that drifted, or a store that went back (restored): everything.
+    *followed = None;
+    match store.load().await {
+        Ok((at, records)) => match assemble_owned(records) {
+            Ok(config) => compile(followed.insert(Followed {
+                version: at,
+                config,
+            })),
+            Err(e) => Refresh::Rejected {
+                version: at,
+                reason: e.to_string(),
+            },
+        },
+        Err(e) => Refresh::Unreachable(e.to_string()),
+    }
+}
+
+fn compile(f: &Followed) -> Refresh {
+    match Snapshot::compile(f.version, &f.config) {
         Ok(snapshot) => Refresh::Swapped(Box::new(snapshot)),
-        Err(reason) => Refresh::Rejected { version, reason },
+        Err(e) => Refresh::Rejected {
+            version: f.version,
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -652,7 +824,7 @@ fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("'{text}' is neither an IP address nor a CIDR block"))
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -9,7 +9,7 @@ use similar::{ChangeTag, TextDiff};
 
 use crate::config::{self, ConfigError, FieldError};
 use crate::model::Config;
-use crate::store::{Change, Kind, RecordKey, Records, Store, StoreError, assemble, flatten};
+use crate::store::{Change, Kind, RecordKey, Records, Scope, Store, StoreError, assemble, flatten};
 
 /// How the file's objects combine with those already stored.
 #[derive(Clone, Copy, Debug, Default)]
@@ -73,25 +73,33 @@ pub async fn apply_checked(
     check: Check<'_>,
 ) -> Result<Applied, ApplyError> {
     let desired = flatten(file);
-    write(store, check, options.dry_run, |current, stored| {
-        // The file first, so that problems are reported with its own field paths; its
-        // references may resolve to stored objects.
-        config::validate_in(file, stored)
-            .map_err(|problems| ApplyError::File(ConfigError::Invalid(problems)))?;
-        Ok(merge(current, &desired, options.prune))
-    })
+    write(
+        store,
+        Scope::All,
+        check,
+        options.dry_run,
+        |current, stored| {
+            // The file first, so that problems are reported with its own field paths; its
+            // references may resolve to stored objects.
+            config::validate_in(file, stored)
+                .map_err(|problems| ApplyError::File(ConfigError::Invalid(problems)))?;
+            Ok(merge(current, &desired, options.prune))
+        },
+    )
     .await
 }
 
 /// Deletes a collection or client (`root`) with everything under it, committed only while
 /// `check` accepts the stored configuration and the result is still valid (nothing else
-/// refers to it). The changes made; none when it did not exist.
+/// refers to it). The changes made (or, for a dry run, that would be); none when it did not
+/// exist.
 pub async fn remove_checked(
     store: &Store,
     root: (Kind, &str),
+    dry_run: bool,
     check: Check<'_>,
 ) -> Result<Applied, ApplyError> {
-    write(store, check, false, |current, _| {
+    write(store, Scope::All, check, dry_run, |current, _| {
         Ok(current
             .iter()
             .filter(|(k, _)| k.root() != root)
@@ -101,24 +109,58 @@ pub async fn remove_checked(
     .await
 }
 
-/// One write: `target` computes the records wanted from those stored; the result must be a
-/// valid configuration, and is committed as one version unless it changes nothing (or
-/// `dry_run`). Another writer may commit between our read and our write; the commit then
-/// fails with a conflict and everything is computed again against what is now stored.
+/// Replaces one client's credentials with `client`'s (its profiles and its other fields as
+/// stored): [`apply`] reading and checking only that client's credentials besides the rest of
+/// the configuration, so that issuing a token costs the same among a million others' as among
+/// ten. A new credential's id is checked against every client's.
+pub async fn apply_credentials(
+    store: &Store,
+    client: &crate::model::Client,
+    dry_run: bool,
+) -> Result<Applied, ApplyError> {
+    let file = Config {
+        clients: vec![client.clone()],
+        ..Config::default()
+    };
+    let desired = flatten(&file);
+    let applied = write(
+        store,
+        Scope::Client(client.id.as_str()),
+        &|_| Ok(()),
+        dry_run,
+        |current, stored| {
+            config::validate_in(&file, stored)
+                .map_err(|problems| ApplyError::File(ConfigError::Invalid(problems)))?;
+            Ok(merge(current, &desired, false))
+        },
+    )
+    .await?;
+    Ok(applied)
+}
+
+/// One write: `target` computes the records wanted from those stored (those of `scope`); the
+/// result must be a valid configuration, and is committed as one version unless it changes
+/// nothing (or `dry_run`). Another writer may commit between our read and our write; the
+/// commit then fails with a conflict and everything is computed again against what is now
+/// stored.
 async fn write(
     store: &Store,
+    scope: Scope<'_>,
     check: Check<'_>,
     dry_run: bool,
     target: impl Fn(&Records, &Config) -> Result<Records, ApplyError>,
 ) -> Result<Applied, ApplyError> {
     let mut attempts = 0;
     loop {
-        let (version, current) = store.load().await?;
+        let (version, current) = store.load_scope(scope).await?;
         let stored = assemble(&current)?;
         check(&stored).map_err(ApplyError::Precondition)?;
         let wanted = target(&current, &stored)?;
         config::validate(&assemble(&wanted)?).map_err(ApplyError::Invalid)?;
         let changes = diff(&current, &wanted);
+        if let Scope::Client(client) = scope {
+            unique_elsewhere(store, client, &changes).await?;
+        }
         if dry_run || changes.is_empty() {
             return Ok(Applied {
                 changes,
@@ -138,6 +180,35 @@ async fn write(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Credential ids are unique across clients: a write that read only `client`'s credentials
+/// checks the ones it creates against every other client's.
+async fn unique_elsewhere(
+    store: &Store,
+    client: &str,
+    changes: &[Change],
+) -> Result<(), ApplyError> {
+    let prefix = format!("{client}/");
+    for change in changes {
+        let Change::Create { key, .. } = change else {
+            continue;
+        };
+        if key.kind != Kind::Credential {
+            continue;
+        }
+        let owners = store.credential_owners(&key.id).await?;
+        if let Some(owner) = owners.iter().find(|o| !o.starts_with(&prefix)) {
+            return Err(ApplyError::Invalid(vec![FieldError {
+                path: format!("credentials.{}.id", key.id),
+                message: format!(
+                    "duplicate credential id '{}' (profile {owner} has it)",
+                    key.id
+                ),
+            }]));
+        }
+    }
+    Ok(())
 }
 
 /// The records that should be stored after applying `desired` on top of `current`.

@@ -141,10 +141,31 @@ impl UsageArgs {
     }
 }
 
-type Client = pb::quota_service_client::QuotaServiceClient<InterceptedService<Channel, Bearer>>;
+/// A quota service client that sends a service token with every call.
+pub type Client = pb::quota_service_client::QuotaServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A client of the quota service at `url` (`http://host:port`) with the `manage` token
+/// `token`, connecting on first use (and again after a failure).
+pub(crate) fn connect_lazy(url: &str, token: &str) -> anyhow::Result<Client> {
+    anyhow::ensure!(
+        url.starts_with("http://"),
+        "{url}: give http://host:port (TLS to the limiter is not supported yet)"
+    );
+    let bearer = Bearer(
+        format!("Bearer {}", token.trim())
+            .parse()
+            .context("the quota token is not a valid header value")?,
+    );
+    let channel = Channel::from_shared(url.to_owned())
+        .with_context(|| format!("invalid limiter URL {url}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(10))
+        .connect_lazy();
+    Ok(pb::quota_service_client::QuotaServiceClient::with_interceptor(channel, bearer))
+}
 
 #[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(

@@ -32,8 +32,8 @@ clients:
           - id: svc-key
             kind: signed_jwt
             public_key_pem: |
-{pem}          - {{ id: svc-secret, kind: signed_jwt, secret_env: PORTCULLIS_TEST_ASSERTION_SECRET }}
-          - {{ id: svc-unset, kind: signed_jwt, secret_env: PORTCULLIS_TEST_NEVER_SET }}
+{pem}          - {{ id: svc-secret, kind: signed_jwt, secret_env: UPSTREAM_TEST_ASSERTION_SECRET }}
+          - {{ id: svc-unset, kind: signed_jwt, secret_env: UPSTREAM_TEST_NEVER_SET }}
   - id: other-svc
     profiles:
       - {{ id: other-sbx, environment: sandbox, collections: [orders] }}
@@ -75,7 +75,7 @@ async fn client_signed_assertions() {
     let node = Node::builder()
         .config(&config(&up.url(), &pair.public_key_pem()))
         .without_tester()
-        .env("PORTCULLIS_TEST_ASSERTION_SECRET", SECRET)
+        .env("UPSTREAM_TEST_ASSERTION_SECRET", SECRET)
         .start();
 
     assert_eq!(

@@ -17,7 +17,7 @@ collections:
     upstreams: {{ sandbox: "{up}/sbx", production: "{up}/prod" }}
     headers:
       x-gateway-tag: portcullis
-      x-upstream-key: "Key ${{PORTCULLIS_TEST_UPSTREAM_KEY}}"
+      x-upstream-key: "Key ${{UPSTREAM_TEST_UPSTREAM_KEY}}"
     operations:
       - {{ id: items, methods: [GET, POST, PUT], path: "/items/{{id}}", target_path: "/v2/things/{{id}}" }}
       - {{ id: search, methods: [GET], path: /search }}
@@ -29,7 +29,7 @@ collections:
 fn start(up: &Upstream, args: &[&str]) -> Node {
     let mut b = Node::builder()
         .config(&config(&up.url(), ""))
-        .env("PORTCULLIS_TEST_UPSTREAM_KEY", "k-123");
+        .env("UPSTREAM_TEST_UPSTREAM_KEY", "k-123");
     for a in args {
         b = b.arg(a);
     }
@@ -271,7 +271,7 @@ async fn upstream_failures_map_to_catalogue_codes() {
     operations: [{{ id: x, methods: [GET], path: /x }}]
   - id: misconfigured
     base_path: /misconfigured
-    headers: {{ authorization: "Bearer ${{PORTCULLIS_TEST_UNSET_VARIABLE}}" }}
+    headers: {{ authorization: "Bearer ${{UPSTREAM_TEST_UNSET_VARIABLE}}" }}
     upstreams: {{ sandbox: "{up}" }}
     operations: [{{ id: x, methods: [GET], path: /x }}]
 "#,
@@ -279,7 +279,7 @@ async fn upstream_failures_map_to_catalogue_codes() {
     );
     let node = Node::builder()
         .config(&config(&up.url(), &extra))
-        .env("PORTCULLIS_TEST_UPSTREAM_KEY", "k")
+        .env("UPSTREAM_TEST_UPSTREAM_KEY", "k")
         .start();
     let gw = &node.gateway;
     let cases = [
@@ -295,7 +295,7 @@ async fn upstream_failures_map_to_catalogue_codes() {
         assert_eq!(r.status().as_u16(), status, "{path}");
         let body = r.text().await.unwrap();
         assert_eq!(code(&body), want, "{path}");
-        assert!(!body.contains("PORTCULLIS_TEST_UNSET_VARIABLE"), "{body}");
+        assert!(!body.contains("UPSTREAM_TEST_UNSET_VARIABLE"), "{body}");
     }
     // Under the timeout, the slow upstream answers.
     let r = node
@@ -312,7 +312,7 @@ async fn the_profile_environment_chooses_the_upstream() {
     let up = Upstream::start().await;
     let node = Node::builder()
         .config(&config(&up.url(), ""))
-        .env("PORTCULLIS_TEST_UPSTREAM_KEY", "k")
+        .env("UPSTREAM_TEST_UPSTREAM_KEY", "k")
         .tester_in("production")
         .start();
     let r = node

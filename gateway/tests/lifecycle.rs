@@ -13,21 +13,27 @@ async fn the_demo_answers_the_curl_lines_it_prints() {
     let node = Node::builder().arg("--demo").start();
     let banner = node.stdout.join("\n");
     assert!(banner.contains("gateway: http://127.0.0.1:"), "{banner}");
-    let curls: Vec<&str> = node
+    // The management API's line (with the bootstrap admin token) and the data plane's.
+    let (management, curls): (Vec<&str>, Vec<&str>) = node
         .stdout
         .iter()
         .map(|l| l.trim())
         .filter(|l| l.starts_with("curl "))
-        .collect();
+        .partition(|l| l.contains("/api/v1/"));
     assert!(curls.len() >= 5, "{banner}");
-    let mut outcomes = Vec::new();
-    for line in &curls {
-        // Run each line exactly as printed (comments included), as a user pasting it would.
+    // Run each line exactly as printed (comments included), as a user pasting it would.
+    let run = |line: &str| {
         let out = Command::new("sh")
             .args(["-c", line])
             .output()
             .expect("sh and curl are available");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed: serde_json::Value = serde_json::from_str(&run(management[0])).unwrap();
+    assert_eq!(listed["collections"][0]["id"], "demo", "{listed}");
+    let mut outcomes = Vec::new();
+    for line in &curls {
+        let text = run(line);
         // `curl -i` prints the status line first; `curl -s` only the body.
         let outcome = match text.strip_prefix("HTTP/1.1 ") {
             Some(rest) => rest[..3].to_owned(),

@@ -401,11 +401,11 @@ async fn when_the_limiter_is_down_each_policy_fails_as_configured() {
 
 #[tokio::test]
 async fn when_redis_is_down_checks_fail_as_configured_and_recover() {
-    let Some(mut redis) = PrivateRedis::start() else {
+    let Some(mut redis) = portcullis_cluster_tests::OwnRedis::start() else {
         return;
     };
     let tokens = LimiterTokens::new();
-    let mut settings = redis_settings(&redis.url());
+    let mut settings = redis_settings(&redis.url);
     settings.timeout = std::time::Duration::from_millis(100);
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let _limiter = LimiterNode::start(Backend::Redis(settings), &tokens, SEED, any).await;

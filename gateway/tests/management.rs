@@ -395,6 +395,57 @@ async fn operators_are_managed_through_the_api_and_every_change_is_recorded() {
         .collect();
     assert_eq!(ids, ["bootstrap-admin", "deployer", "editor-1"]);
 
+    // A new role binding keeps the token; a rotation replaces it at once.
+    let (status, updated) = send(
+        &node,
+        &admin,
+        Method::PUT,
+        "/api/v1/operators/deployer",
+        Some(serde_json::json!({"roles": ["viewer", "auditor"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    let (_, me) = get(&node, Some(&token), "/api/v1/whoami").await;
+    assert_eq!(me["roles"], serde_json::json!(["viewer", "auditor"]));
+    // An expiry stays unless the change names one (or `null`); the same binding again
+    // changes nothing and records nothing.
+    let roles = serde_json::json!(["viewer", "auditor"]);
+    let (_, dated) = send(
+        &node,
+        &admin,
+        Method::PUT,
+        "/api/v1/operators/deployer",
+        Some(serde_json::json!({"roles": roles, "expires_at": "2099-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert!(
+        dated["expires_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2099-01-01")
+    );
+    let (_, kept) = send(
+        &node,
+        &admin,
+        Method::PUT,
+        "/api/v1/operators/deployer",
+        Some(serde_json::json!({"roles": roles})),
+    )
+    .await;
+    assert_eq!(kept["expires_at"], dated["expires_at"]);
+    let (status, rotated) = send(
+        &node,
+        &admin,
+        Method::POST,
+        "/api/v1/operators/deployer/rotate",
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{rotated}");
+    assert_eq!(get(&node, Some(&token), "/api/v1/whoami").await.0, 401);
+    let token = rotated["token"].as_str().unwrap().to_owned();
+    assert_eq!(get(&node, Some(&token), "/api/v1/whoami").await.0, 200);
+
     // Revocation through the API counts at once.
     let (status, revoked) = send(
         &node,
@@ -417,9 +468,9 @@ async fn operators_are_managed_through_the_api_and_every_change_is_recorded() {
     .await;
     assert_eq!(status, 404);
 
-    // The change records: the two refusals, the creation and the revocation, with before
-    // and after, and never a token or its hash.
-    let changes = changes(&node, &admin, "/api/v1/audit/changes", 5).await;
+    // The change records: the refusals, the creation, the new roles, the rotation and the
+    // revocation, with before and after, and never a token or its hash.
+    let changes = changes(&node, &admin, "/api/v1/audit/changes", 9).await;
     let summary: Vec<(&str, &str)> = changes
         .iter()
         .map(|c| {
@@ -435,6 +486,10 @@ async fn operators_are_managed_through_the_api_and_every_change_is_recorded() {
             ("operators.read", "denied"),
             ("operators.create", "denied"),
             ("operators.create", "allowed"),
+            ("operators.update", "allowed"),
+            ("operators.update", "allowed"),
+            ("operators.rotate", "allowed"),
+            ("whoami.read", "denied"),
             ("operators.delete", "allowed"),
             ("whoami.read", "denied"),
         ]
@@ -447,7 +502,7 @@ async fn operators_are_managed_through_the_api_and_every_change_is_recorded() {
     );
     assert_eq!(create["after"]["roles"], serde_json::json!(["editor"]));
     assert_eq!(create["status"], 201);
-    let delete = &changes[3];
+    let delete = &changes[7];
     assert!(delete["before"]["revoked_at"].is_null());
     assert!(delete["after"]["revoked_at"].is_string());
     let text = serde_json::to_string(&changes).unwrap();
@@ -758,6 +813,33 @@ async fn credentials_are_issued_rotated_and_revoked_through_the_api() {
         .await;
     assert_eq!(call(first.clone()).await, 200);
 
+    // Credential ids are unique across clients, though issuing reads only its own client's.
+    let (status, created) = send(
+        &node,
+        &admin,
+        Method::PUT,
+        "/api/v1/clients/other",
+        Some(serde_json::json!({"id": "other", "profiles": [
+            {"id": "other-sandbox", "environment": "sandbox", "collections": ["orders"]}]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, refused) = send(
+        &node,
+        &admin,
+        Method::POST,
+        "/api/v1/clients/other/profiles/other-sandbox/credentials",
+        Some(serde_json::json!({"id": "api-1"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("duplicate credential id 'api-1'"),
+        "{refused}"
+    );
+
     // Rotation: a new token; the old one keeps working for the overlap.
     let (status, rotated) = send(
         &node,
@@ -838,7 +920,7 @@ async fn credentials_are_issued_rotated_and_revoked_through_the_api() {
     .await;
     assert_eq!(status, 422);
 
-    let changes = changes(&node, &admin, "/api/v1/audit/changes?outcome=allowed", 3).await;
+    let changes = changes(&node, &admin, "/api/v1/audit/changes?outcome=allowed", 4).await;
     let actions: Vec<&str> = changes
         .iter()
         .map(|c| c["action"].as_str().unwrap())
@@ -847,6 +929,7 @@ async fn credentials_are_issued_rotated_and_revoked_through_the_api() {
         actions,
         [
             "credentials.create",
+            "clients.create",
             "credentials.rotate",
             "credentials.delete"
         ]
@@ -877,93 +960,29 @@ async fn every_endpoint_checks_the_role_matrix() {
         .iter()
         .map(|r| operator(&node, &format!("{r}-op"), r))
         .collect();
-    // (method, path, permission): read_config, write_config, manage_operators, read_audit, or
-    // none (any operator).
-    let cred = "/api/v1/clients/tester/profiles/tester-sandbox/credentials";
-    let endpoints: Vec<(Method, String, Option<&str>)> = vec![
-        (Method::GET, "/api/v1/whoami".into(), None),
-        (
-            Method::GET,
-            "/api/v1/collections".into(),
-            Some("read_config"),
-        ),
-        (
-            Method::GET,
-            "/api/v1/collections/orders".into(),
-            Some("read_config"),
-        ),
-        (
-            Method::PUT,
-            "/api/v1/collections/nothing".into(),
-            Some("write_config"),
-        ),
-        (
-            Method::DELETE,
-            "/api/v1/collections/nothing".into(),
-            Some("write_config"),
-        ),
-        (Method::GET, "/api/v1/clients".into(), Some("read_config")),
-        (
-            Method::GET,
-            "/api/v1/clients/tester".into(),
-            Some("read_config"),
-        ),
-        (
-            Method::PUT,
-            "/api/v1/clients/nothing".into(),
-            Some("write_config"),
-        ),
-        (
-            Method::DELETE,
-            "/api/v1/clients/nothing".into(),
-            Some("write_config"),
-        ),
-        (
-            Method::POST,
-            cred.replace("tester-sandbox", "nothing"),
-            Some("manage_operators"),
-        ),
-        (
-            Method::POST,
-            format!("{cred}/nothing/rotate"),
-            Some("manage_operators"),
-        ),
-        (
-            Method::DELETE,
-            format!("{cred}/nothing"),
-            Some("manage_operators"),
-        ),
-        (
-            Method::GET,
-            "/api/v1/operators".into(),
-            Some("manage_operators"),
-        ),
-        (
-            Method::POST,
-            "/api/v1/operators".into(),
-            Some("manage_operators"),
-        ),
-        (
-            Method::DELETE,
-            "/api/v1/operators/nothing".into(),
-            Some("manage_operators"),
-        ),
-        (
-            Method::GET,
-            "/api/v1/audit/requests".into(),
-            Some("read_audit"),
-        ),
-        (
-            Method::GET,
-            "/api/v1/audit/changes".into(),
-            Some("read_audit"),
-        ),
-        (
-            Method::GET,
-            "/api/v1/audit/verify".into(),
-            Some("read_audit"),
-        ),
-    ];
+    // Every endpoint the served OpenAPI document lists, with the permission it declares:
+    // read_config, write_config, manage_operators, read_audit, or none (any operator).
+    let document: Value = reqwest::get(format!("{}/api/v1/openapi.json", node.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut endpoints: Vec<(Method, String, Option<String>)> = Vec::new();
+    for (template, item) in document["paths"].as_object().unwrap() {
+        // Path parameters that name nothing stored: nothing can change.
+        let path = template
+            .split('/')
+            .map(|s| if s.starts_with('{') { "nothing" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        for (method, operation) in item.as_object().unwrap() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let permission = operation["x-permission"].as_str().map(str::to_owned);
+            endpoints.push((method, path.clone(), permission));
+        }
+    }
+    assert!(endpoints.len() >= 34, "{} endpoints", endpoints.len());
     // The matrix, as docs/management.md prints it.
     let grants = |role: &str, permission: &str| match role {
         "admin" => true,
@@ -973,16 +992,19 @@ async fn every_endpoint_checks_the_role_matrix() {
         _ => false,
     };
     let before = node.ready().await["config_version"].as_u64().unwrap();
+    let mut refused = 0;
     for (method, path, permission) in &endpoints {
         for (role, token) in roles.iter().zip(&tokens) {
             // Bodies that would be refused anyway (an `id` other than the path's): the role
             // check comes first, and nothing is written either way.
             let body = serde_json::json!({"id": "mismatch"});
             let (status, answer) = send(&node, token, method.clone(), path, Some(body)).await;
-            let allowed = permission.is_none_or(|p| grants(role, p));
+            let allowed = permission.as_deref().is_none_or(|p| grants(role, p));
+            assert!(status < 500, "{role} {method} {path}: {status} {answer}");
             if allowed {
                 assert_ne!(status, 403, "{role} {method} {path}: {answer}");
             } else {
+                refused += 1;
                 assert_eq!(
                     (status, code(&answer.to_string())),
                     (403, "permission_denied".into()),
@@ -996,6 +1018,17 @@ async fn every_endpoint_checks_the_role_matrix() {
         before,
         "nothing changed"
     );
+    // Each refusal left exactly one change record, and nothing else did.
+    let admin = &tokens[2];
+    let path = "/api/v1/audit/changes?limit=1000";
+    let records = changes(&node, admin, path, refused).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let records_later = changes(&node, admin, path, refused).await;
+    assert_eq!(records.len(), refused);
+    assert_eq!(records_later.len(), refused);
+    assert!(records.iter().all(|r| r["outcome"] == "denied"
+        && r["reason"] == "permission_denied"
+        && r["channel"] == "api"));
 }
 
 #[tokio::test]
@@ -1043,10 +1076,21 @@ async fn object_lists_page_and_identity_providers_are_objects_too() {
         assert_eq!(status, 400, "{bad}");
     }
 
+    // Identity providers decide who OIDC credentials are: the admin's, as credentials are.
     let provider = serde_json::json!({"id": "corp", "issuer": "https://idp.example.test", "audiences": ["portcullis"]});
-    let (status, created) = send(
+    let (status, _) = send(
         &node,
         &editor,
+        Method::PUT,
+        "/api/v1/identity_providers/corp",
+        Some(provider.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let admin = operator(&node, "admin-1", "admin");
+    let (status, created) = send(
+        &node,
+        &admin,
         Method::PUT,
         "/api/v1/identity_providers/corp",
         Some(provider),
@@ -1068,7 +1112,7 @@ async fn object_lists_page_and_identity_providers_are_objects_too() {
     );
     let (status, answer) = send(
         &node,
-        &editor,
+        &admin,
         Method::PUT,
         "/api/v1/identity_providers/corp",
         Some(serde_json::json!({"id": "corp", "issuer": "x"})),
@@ -1077,11 +1121,643 @@ async fn object_lists_page_and_identity_providers_are_objects_too() {
     assert_eq!(status, 422, "{answer}");
     let (status, _) = send(
         &node,
-        &editor,
+        &admin,
         Method::DELETE,
         "/api/v1/identity_providers/corp",
         None,
     )
     .await;
     assert_eq!(status, 204);
+}
+
+/// One Management MCP message; the stateless protocol (2026-07-28) unless `session` is given.
+async fn mcp(
+    node: &Node,
+    token: Option<&str>,
+    method: &str,
+    params: Value,
+    session: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut params = params;
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/api/v1/mcp", node.admin))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    match session {
+        Some(session) => {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        None if method == "initialize" => {}
+        None => {
+            params["_meta"] = serde_json::json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            });
+            request = request
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", method);
+            if let Some(name) = params["name"].as_str() {
+                request = request.header("mcp-name", name);
+            }
+        }
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let response = request.json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+async fn tool(node: &Node, token: &str, name: &str, arguments: Value) -> Value {
+    let (status, _, answer) = mcp(
+        node,
+        Some(token),
+        "tools/call",
+        serde_json::json!({"name": name, "arguments": arguments}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    answer["result"].clone()
+}
+
+#[tokio::test]
+async fn the_management_mcp_offers_what_the_roles_allow_through_the_same_handlers() {
+    let up = Upstream::start().await;
+    let node = Node::with_config(&collection(
+        "orders",
+        "/orders",
+        &up.url(),
+        "      - { id: list, methods: [GET], path: / }\n",
+    ));
+    let admin = operator(&node, "mcp-admin", "admin");
+    let viewer = operator(&node, "mcp-viewer", "viewer");
+
+    // A viewer sees read-only tools only; an admin sees every endpoint as a tool, destructive
+    // ones annotated as such.
+    let (status, _, listed) = mcp(
+        &node,
+        Some(&viewer),
+        "tools/list",
+        serde_json::json!({}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    let viewer_tools = listed["result"]["tools"].as_array().unwrap();
+    assert!(viewer_tools.iter().any(|t| t["name"] == "list_collections"));
+    assert!(
+        viewer_tools
+            .iter()
+            .all(|t| t["annotations"]["readOnlyHint"] == true),
+        "a viewer is offered no mutating tool"
+    );
+    assert!(!viewer_tools.iter().any(|t| t["name"] == "list_operators"));
+    let (_, _, listed) = mcp(
+        &node,
+        Some(&admin),
+        "tools/list",
+        serde_json::json!({}),
+        None,
+    )
+    .await;
+    let admin_tools = listed["result"]["tools"].as_array().unwrap();
+    let document: Value = reqwest::get(format!("{}/api/v1/openapi.json", node.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert_eq!(admin_tools.len(), operations, "one tool per endpoint");
+    let delete = admin_tools
+        .iter()
+        .find(|t| t["name"] == "delete_collection")
+        .unwrap();
+    assert_eq!(delete["annotations"]["destructiveHint"], true);
+    assert!(delete["inputSchema"]["properties"]["dry_run"].is_object());
+
+    // A viewer's call of a mutating tool is refused, and recorded with channel mcp.
+    let new = serde_json::json!({
+        "id": "returns", "base_path": "/returns",
+        "upstreams": {"sandbox": up.url()},
+        "operations": [{"id": "list", "methods": ["GET"], "path": "/"}],
+    });
+    let refused = tool(
+        &node,
+        &viewer,
+        "put_collection",
+        serde_json::json!({"id": "returns", "body": new}),
+    )
+    .await;
+    assert_eq!(refused["isError"], true);
+    assert_eq!(
+        refused["structuredContent"]["error"]["code"],
+        "permission_denied"
+    );
+
+    // dry_run answers the change and makes none.
+    let version = node.ready().await["config_version"].as_u64().unwrap();
+    let dry = tool(
+        &node,
+        &admin,
+        "put_collection",
+        serde_json::json!({"id": "returns", "body": new, "dry_run": true}),
+    )
+    .await;
+    assert_eq!(dry["isError"], false, "{dry}");
+    let preview = &dry["structuredContent"];
+    assert_eq!(preview["dry_run"], true);
+    assert_eq!(preview["change"]["action"], "collections.create");
+    assert_eq!(preview["change"]["after"]["id"], "returns");
+    assert_eq!(
+        get(&node, Some(&admin), "/api/v1/collections/returns")
+            .await
+            .0,
+        404
+    );
+    let dry_delete = tool(
+        &node,
+        &admin,
+        "delete_client",
+        serde_json::json!({"id": "tester", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(
+        dry_delete["structuredContent"]["change"]["before"]["id"], "tester",
+        "{dry_delete}"
+    );
+    assert_eq!(
+        node.ready().await["config_version"].as_u64().unwrap(),
+        version,
+        "a dry run changes nothing"
+    );
+
+    // The real call: the same handler as PUT /api/v1/collections/returns.
+    let created = tool(
+        &node,
+        &admin,
+        "put_collection",
+        serde_json::json!({"id": "returns", "body": new}),
+    )
+    .await;
+    assert_eq!(created["isError"], false, "{created}");
+    assert_eq!(created["structuredContent"]["base_path"], "/returns");
+    let (status, stored) = get(&node, Some(&admin), "/api/v1/collections/returns").await;
+    assert_eq!(
+        (status, &stored["base_path"]),
+        (200, &Value::from("/returns"))
+    );
+    // Tool arguments are checked: an unknown argument is the agent's to correct.
+    let wrong = tool(
+        &node,
+        &admin,
+        "get_collection",
+        serde_json::json!({"id": "orders", "x": 1}),
+    )
+    .await;
+    assert_eq!(wrong["isError"], true);
+
+    // Sessions (2025-11-25) work too, and are the opener's only.
+    let (status, headers, init) = mcp(
+        &node,
+        Some(&admin),
+        "initialize",
+        serde_json::json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{init}");
+    let session = headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let (status, _, listed) = mcp(
+        &node,
+        Some(&admin),
+        "tools/list",
+        serde_json::json!({}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed["result"]["tools"].as_array().unwrap().len(),
+        operations
+    );
+    let (status, _, _) = mcp(
+        &node,
+        Some(&viewer),
+        "tools/list",
+        serde_json::json!({}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(status, 404, "another operator's session is unknown");
+
+    // No credential: 401 pointing to the protected resource metadata, and a record.
+    let (status, headers, _) = mcp(&node, None, "tools/list", serde_json::json!({}), None).await;
+    assert_eq!(status, 401);
+    let challenge = headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains("/.well-known/oauth-protected-resource/api/v1/mcp"),
+        "{challenge}"
+    );
+    let metadata: Value = reqwest::get(format!(
+        "{}/.well-known/oauth-protected-resource/api/v1/mcp",
+        node.admin
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        metadata["resource"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/v1/mcp")
+    );
+
+    // The change records: the viewer's refusal, the creation (channel mcp), the unauthenticated
+    // attempt; dry runs and reads left none.
+    let records = changes(&node, &admin, "/api/v1/audit/changes", 3).await;
+    let summary: Vec<(&str, &str, &str)> = records
+        .iter()
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap(),
+                c["channel"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("collections.update", "denied", "mcp"),
+            ("collections.create", "allowed", "mcp"),
+            ("mcp.connect", "denied", "mcp"),
+        ]
+    );
+    assert_eq!(records[1]["who"]["subject"], "mcp-admin");
+}
+
+#[tokio::test]
+async fn rest_dry_runs_change_nothing_and_record_nothing() {
+    let up = Upstream::start().await;
+    let node = Node::with_config(&collection(
+        "orders",
+        "/orders",
+        &up.url(),
+        "      - { id: list, methods: [GET], path: / }\n",
+    ));
+    let admin = operator(&node, "dry-admin", "admin");
+    let version = node.ready().await["config_version"].as_u64().unwrap();
+    let cred = "/api/v1/clients/tester/profiles/tester-sandbox/credentials";
+    let calls: Vec<(reqwest::Method, String, Option<Value>, &str)> = vec![
+        (
+            reqwest::Method::POST,
+            format!("{cred}?dry_run=true"),
+            None,
+            "credentials.create",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/collections/orders/unpublish?dry_run=true".into(),
+            None,
+            "collections.unpublish",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/clients/tester?dry_run=true".into(),
+            None,
+            "clients.delete",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/operators?dry_run=true".into(),
+            Some(serde_json::json!({"id": "ci", "roles": ["editor"]})),
+            "operators.create",
+        ),
+    ];
+    for (method, path, body, action) in calls {
+        let (status, answer) = send(&node, &admin, method, &path, body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert_eq!(answer["dry_run"], true);
+        assert_eq!(answer["change"]["action"], action, "{answer}");
+        assert!(answer.get("token").is_none() && !answer.to_string().contains("pcl_"));
+    }
+    assert_eq!(
+        node.ready().await["config_version"].as_u64().unwrap(),
+        version
+    );
+    assert_eq!(
+        get(&node, Some(&admin), "/api/v1/operators").await.1["operators"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Published still: the data plane routes it.
+    assert_eq!(node.get("/orders/").await.status(), 200);
+    // Then for real: unpublish takes the collection off the data plane, publish brings it back.
+    let (status, answer) = send(
+        &node,
+        &admin,
+        reqwest::Method::POST,
+        "/api/v1/collections/orders/unpublish",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &Value::from("draft")),
+        "{answer}"
+    );
+    let (_, drafts) = get(&node, Some(&admin), "/api/v1/collections?status=draft").await;
+    assert_eq!(drafts["collections"].as_array().unwrap().len(), 1);
+    let (_, published) = get(&node, Some(&admin), "/api/v1/collections?status=published").await;
+    assert_eq!(published["collections"].as_array().unwrap().len(), 0);
+    node.wait_for_version(version + 1).await;
+    assert_eq!(node.get("/orders/").await.status(), 404);
+    let (status, _) = send(
+        &node,
+        &admin,
+        reqwest::Method::POST,
+        "/api/v1/collections/orders/publish",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let records = changes(&node, &admin, "/api/v1/audit/changes", 2).await;
+    let actions: Vec<&str> = records
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["collections.unpublish", "collections.publish"]);
+}
+
+/// `portcullis --server … <args>` under `token`, from a directory with no store.
+fn remote_cli(node: &Node, token: &str, args: &[&str]) -> std::process::Output {
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(elsewhere.path())
+        .arg("--server")
+        .arg(&node.admin)
+        .args(args)
+        .env("PORTCULLIS_OPERATOR_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_works_through_the_api_under_an_operator_token() {
+    let up = Upstream::start().await;
+    let node = Node::with_config(&collection(
+        "orders",
+        "/orders",
+        &up.url(),
+        "      - { id: list, methods: [GET], path: / }\n",
+    ));
+    let editor = operator(&node, "ci-editor", "editor");
+    let admin = operator(&node, "ci-admin", "admin");
+    let file = node.data_dir.join("returns.yaml");
+    std::fs::write(
+        &file,
+        collection(
+            "returns",
+            "/returns",
+            &up.url(),
+            "      - { id: list, methods: [GET], path: / }\n",
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let version = node.ready().await["config_version"].as_u64().unwrap();
+
+    let out = remote_cli(&node, &editor, &["apply", "-f", file, "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("collections/returns: would be created"),
+        "{text}"
+    );
+    assert_eq!(
+        node.ready().await["config_version"].as_u64().unwrap(),
+        version
+    );
+
+    let out = remote_cli(&node, &editor, &["apply", "-f", file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("collections/returns: created"));
+    let out = remote_cli(&node, &editor, &["export"]);
+    let exported = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        exported.contains("id: returns") && exported.contains("id: orders"),
+        "{exported}"
+    );
+
+    // The editor may not issue credentials; the admin may, and the token works.
+    let issue = [
+        "credential",
+        "issue",
+        "--client",
+        "tester",
+        "--profile",
+        "tester-sandbox",
+    ];
+    let out = remote_cli(&node, &editor, &issue);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission_denied"));
+    let out = remote_cli(&node, &admin, &issue);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("pcl_"))
+        .unwrap()
+        .to_owned();
+    node.wait_for_version(version + 2).await;
+    let answer = reqwest::Client::new()
+        .get(format!("{}/orders/", node.gateway))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    let records = changes(&node, &admin, "/api/v1/audit/changes?channel=cli", 3).await;
+    let summary: Vec<(&str, &str, &str)> = records
+        .iter()
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap(),
+                c["who"]["subject"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("collections.create", "allowed", "ci-editor"),
+            ("credentials.create", "denied", "ci-editor"),
+            ("credentials.create", "allowed", "ci-admin"),
+        ]
+    );
+    assert!(!records.iter().any(|r| r.to_string().contains(&token)));
+}
+
+#[tokio::test]
+async fn quotas_are_managed_through_the_api_by_the_limiter() {
+    let up = Upstream::start().await;
+    let node = Node::with_config(&collection(
+        "orders",
+        "/orders",
+        &up.url(),
+        "      - { id: list, methods: [GET], path: / }\n",
+    ));
+    let editor = operator(&node, "quota-editor", "editor");
+    let viewer = operator(&node, "quota-viewer", "viewer");
+    let policy = serde_json::json!({
+        "name": "gold",
+        "limits": [{"name": "daily", "scope": "client", "count": 1000, "window": "day"}],
+    });
+    use reqwest::Method;
+    let (status, _) = send(
+        &node,
+        &viewer,
+        Method::PUT,
+        "/api/v1/quota/policies/gold",
+        Some(policy.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, created) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/quota/policies/gold",
+        Some(policy.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, listed) = get(&node, Some(&viewer), "/api/v1/quota/policies").await;
+    assert_eq!(status, 200);
+    assert!(
+        listed["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "gold")
+    );
+    // Invalid policies are the limiter's to refuse, with its reason.
+    let (status, refused) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/quota/policies/gold",
+        Some(serde_json::json!({"name": "gold", "limits": [{"name": "x", "scope": "client", "count": 5}]})),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+
+    let (status, set) = send(
+        &node,
+        &editor,
+        Method::PUT,
+        "/api/v1/quota/policies/gold/overrides/tester",
+        Some(serde_json::json!({"multiplier": 2.0, "note": "launch week"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
+    let (_, usage) = get(
+        &node,
+        Some(&viewer),
+        "/api/v1/quota/policies/gold/usage?client=tester&profile=tester-sandbox",
+    )
+    .await;
+    assert_eq!(usage["limits"][0]["count"], 2000, "{usage}");
+    let (status, _) = send(
+        &node,
+        &editor,
+        Method::POST,
+        "/api/v1/quota/policies/gold/usage/reset",
+        Some(serde_json::json!({"client": "tester", "profile": "tester-sandbox"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = send(
+        &node,
+        &editor,
+        Method::DELETE,
+        "/api/v1/quota/policies/gold/overrides/tester",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = send(
+        &node,
+        &editor,
+        Method::DELETE,
+        "/api/v1/quota/policies/gold",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        get(&node, Some(&viewer), "/api/v1/quota/policies/gold")
+            .await
+            .0,
+        404
+    );
+
+    let admin = operator(&node, "quota-admin", "admin");
+    let records = changes(&node, &admin, "/api/v1/audit/changes", 6).await;
+    let actions: Vec<(&str, &str)> = records
+        .iter()
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("quota_policies.update", "denied"),
+            ("quota_policies.create", "allowed"),
+            ("quota_overrides.update", "allowed"),
+            ("quota_usage.reset", "allowed"),
+            ("quota_overrides.delete", "allowed"),
+            ("quota_policies.delete", "allowed"),
+        ]
+    );
+    assert_eq!(records[1]["after"]["name"], "gold");
 }

@@ -545,3 +545,93 @@ async fn over_mcp_an_access_token_must_be_meant_for_the_mcp_resource() {
     assert_eq!(metadata["authorization_servers"], json!([idp.issuer()]));
     assert_eq!(metadata["scopes_supported"], json!(["orders:read"]));
 }
+
+/// `GET /api/v1/{path}` on the management API with `token`.
+async fn manage(node: &Node, token: &str, path: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/{path}", node.admin))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn operators_sign_in_with_the_organisations_identity_provider() {
+    let idp = Provider::start().await;
+    let key = Key::new("ops1");
+    idp.publish(&key);
+    let node = Node::builder()
+        .without_tester()
+        .arg("--operator-oidc-issuer")
+        .arg(&idp.issuer())
+        .arg("--operator-oidc-audience")
+        .arg("portcullis-management")
+        .arg("--operator-roles-claim")
+        .arg("groups")
+        .arg("--operator-role-map")
+        .arg("platform-admins=admin,sre=editor,auditors=auditor")
+        .start();
+    let token = |groups: Value, audience: &str| {
+        key.sign(&json!({
+            "iss": idp.issuer(), "aud": audience, "sub": "alice@corp",
+            "groups": groups, "iat": now(), "exp": now() + 300,
+        }))
+    };
+
+    // The claim's values map to roles; the subject is the operator.
+    let sre = token(json!(["sre", "everyone"]), "portcullis-management");
+    let (status, me) = manage(&node, &sre, "whoami").await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (&me["id"], &me["kind"], &me["roles"]),
+        (
+            &json!("oidc:alice@corp"),
+            &json!("user"),
+            &json!(["editor"])
+        )
+    );
+    assert_eq!(manage(&node, &sre, "collections").await.0, 200);
+    assert_eq!(manage(&node, &sre, "operators").await.0, 403);
+
+    // No mapped group: authenticated, allowed nothing. Another audience: not an operator.
+    let nobody = token(json!(["everyone"]), "portcullis-management");
+    assert_eq!(manage(&node, &nobody, "whoami").await.1["roles"], json!([]));
+    assert_eq!(manage(&node, &nobody, "collections").await.0, 403);
+    let elsewhere = token(json!(["platform-admins"]), "another-api");
+    assert_eq!(manage(&node, &elsewhere, "whoami").await.0, 401);
+    let admin = token(json!(["platform-admins"]), "portcullis-management");
+    assert_eq!(manage(&node, &admin, "operators").await.0, 200);
+    // Refusals name the OIDC subject in the change records.
+    // (The audit writer works in batches: wait for them.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, records) = manage(&node, &admin, "audit/changes?outcome=denied").await;
+        assert_eq!(status, 200);
+        let by_alice = records["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["who"]["subject"] == "oidc:alice@corp" && r["who"]["kind"] == "user")
+            .count();
+        if by_alice == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{records}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The Management MCP's metadata names the operators' identity provider.
+    let metadata: Value = reqwest::get(format!(
+        "{}/.well-known/oauth-protected-resource/api/v1/mcp",
+        node.admin
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(metadata["authorization_servers"], json!([idp.issuer()]));
+}

@@ -76,13 +76,13 @@ collections:
       kind: oauth2_client_credentials
       token_url: "{token_url}"
       client_id: gateway
-      client_secret_env: PORTCULLIS_TEST_CLIENT_SECRET
+      client_secret_env: UPSTREAM_TEST_CLIENT_SECRET
       scopes: [payments:write]
     operations: [{{ id: pay, methods: [GET], path: / }}]
   - id: legacy
     base_path: /legacy
     upstreams: {{ sandbox: "{up}/legacy" }}
-    upstream_auth: {{ kind: basic, username: svc-gw, password_env: PORTCULLIS_TEST_BASIC_PASSWORD }}
+    upstream_auth: {{ kind: basic, username: svc-gw, password_env: UPSTREAM_TEST_BASIC_PASSWORD }}
     operations: [{{ id: get, methods: [GET], path: / }}]
   - id: ledger
     base_path: /ledger
@@ -100,8 +100,8 @@ async fn the_gateway_presents_its_own_credentials() {
     let (token_url, issued) = token_endpoint(fail.clone()).await;
     let node = Node::builder()
         .config(&config(&up.url(), &token_url))
-        .env("PORTCULLIS_TEST_CLIENT_SECRET", "s3cret")
-        .env("PORTCULLIS_TEST_BASIC_PASSWORD", "pa55")
+        .env("UPSTREAM_TEST_CLIENT_SECRET", "s3cret")
+        .env("UPSTREAM_TEST_BASIC_PASSWORD", "pa55")
         .start();
     let caller_token = node.token.clone().unwrap();
 
@@ -180,8 +180,8 @@ async fn a_failing_token_endpoint_is_a_gateway_error() {
     let (token_url, _) = token_endpoint(fail.clone()).await;
     let node = Node::builder()
         .config(&config(&up.url(), &token_url))
-        .env("PORTCULLIS_TEST_CLIENT_SECRET", "s3cret")
-        .env("PORTCULLIS_TEST_BASIC_PASSWORD", "pa55")
+        .env("UPSTREAM_TEST_CLIENT_SECRET", "s3cret")
+        .env("UPSTREAM_TEST_BASIC_PASSWORD", "pa55")
         .start();
     let r = node.get("/payments").await;
     assert_eq!(r.status(), 502);
@@ -195,7 +195,7 @@ async fn a_failing_token_endpoint_is_a_gateway_error() {
     // A secret missing from the node's environment: that collection only is misconfigured.
     let other = Node::builder()
         .config(&config(&up.url(), &token_url))
-        .env("PORTCULLIS_TEST_CLIENT_SECRET", "s3cret")
+        .env("UPSTREAM_TEST_CLIENT_SECRET", "s3cret")
         .start();
     let r = other.get("/legacy").await;
     assert_eq!(

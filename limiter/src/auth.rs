@@ -88,7 +88,7 @@ pub fn issue(name: &str, role: Role) -> (String, TokenEntry) {
     let entry = TokenEntry {
         name: name.to_owned(),
         role,
-        sha256: hash(&secret).iter().map(|b| format!("{b:02x}")).collect(),
+        sha256: hex::encode(hash(&secret)),
     };
     (secret, entry)
 }
@@ -114,13 +114,7 @@ fn hash(token: &str) -> [u8; 32] {
 }
 
 fn decode_hex(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(text.trim(), &mut out).ok()?;
     Some(out)
 }

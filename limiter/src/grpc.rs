@@ -87,29 +87,52 @@ pub struct CheckService {
     pub engine: Arc<Engine>,
 }
 
+/// Checks in one `CheckBatch` call, at most.
+pub const MAX_BATCH: usize = 1_000;
+
 #[tonic::async_trait]
 impl pb::check_service_server::CheckService for CheckService {
     async fn check(
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        use tracing::Instrument as _;
-        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-        // The gateway's trace continues here.
-        let span = tracing::info_span!("limiter.check", otel.kind = "server");
-        let _ = span.set_parent(crate::telemetry::extract(
-            &request.metadata().clone().into_headers(),
-        ));
-        let started = std::time::Instant::now();
-        let answer = self.decide(request.into_inner()).instrument(span).await;
-        let result = match &answer {
-            Ok(r) if r.get_ref().allowed => "allowed",
-            Ok(_) => "refused",
-            Err(s) if s.code() == tonic::Code::Unavailable => "unavailable",
-            Err(_) => "invalid",
-        };
-        crate::metrics::METRICS.check(result, started.elapsed().as_secs_f64());
-        answer
+        // The gateway's trace continues here (sent as metadata, or in the check).
+        let parent = crate::telemetry::extract(&request.metadata().clone().into_headers());
+        self.one(request.into_inner(), parent)
+            .await
+            .map(Response::new)
+    }
+
+    async fn check_batch(
+        &self,
+        request: Request<pb::CheckBatchRequest>,
+    ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let checks = request.into_inner().checks;
+        if checks.is_empty() || checks.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "a batch holds 1 to {MAX_BATCH} checks"
+            )));
+        }
+        // Decided together: with Redis, their scripts share the connections' round trips.
+        let answers = futures_util::future::join_all(
+            checks
+                .into_iter()
+                .map(|check| self.one(check, opentelemetry::Context::new())),
+        )
+        .await;
+        let results = answers
+            .into_iter()
+            .map(|answer| pb::CheckResult {
+                result: Some(match answer {
+                    Ok(decision) => pb::check_result::Result::Decision(decision),
+                    Err(status) => pb::check_result::Result::Error(pb::CheckError {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    }),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::CheckBatchResponse { results }))
     }
 
     async fn get_policies(
@@ -122,7 +145,35 @@ impl pb::check_service_server::CheckService for CheckService {
 }
 
 impl CheckService {
-    async fn decide(&self, req: pb::CheckRequest) -> Result<Response<pb::CheckResponse>, Status> {
+    /// Decides one check in its own span, which continues the trace in the check's
+    /// `trace_context` (or else `parent`), and counts it in the metrics.
+    async fn one(
+        &self,
+        check: pb::CheckRequest,
+        parent: opentelemetry::Context,
+    ) -> Result<pb::CheckResponse, Status> {
+        use tracing::Instrument as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let span = tracing::info_span!("limiter.check", otel.kind = "server");
+        let parent = if check.trace_context.is_empty() {
+            parent
+        } else {
+            crate::telemetry::extract_map(&check.trace_context)
+        };
+        let _ = span.set_parent(parent);
+        let started = std::time::Instant::now();
+        let answer = self.decide(check).instrument(span).await;
+        let result = match &answer {
+            Ok(r) if r.allowed => "allowed",
+            Ok(_) => "refused",
+            Err(s) if s.code() == tonic::Code::Unavailable => "unavailable",
+            Err(_) => "invalid",
+        };
+        crate::metrics::METRICS.check(result, started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn decide(&self, req: pb::CheckRequest) -> Result<pb::CheckResponse, Status> {
         if req.hits == 0 || req.hits > MAX_COUNT {
             return Err(Status::invalid_argument(format!(
                 "hits must be between 1 and {MAX_COUNT}"
@@ -147,7 +198,7 @@ impl CheckService {
             .check(&names, &subject, req.hits, time::OffsetDateTime::now_utc())
             .await
             .map_err(check_status)?;
-        Ok(Response::new(decision_to_pb(decision)))
+        Ok(decision_to_pb(decision))
     }
 }
 
@@ -592,7 +643,7 @@ fn scope_to_pb(scope: Scope) -> pb::Scope {
     }
 }
 
-fn override_to_pb(o: &Override) -> pb::Override {
+pub fn override_to_pb(o: &Override) -> pb::Override {
     pb::Override {
         policy: o.policy.clone(),
         client: o.client.clone(),
@@ -609,7 +660,7 @@ fn override_to_pb(o: &Override) -> pb::Override {
     }
 }
 
-fn override_from_pb(o: pb::Override) -> Result<Override, Status> {
+pub fn override_from_pb(o: pb::Override) -> Result<Override, Status> {
     let expires_at = match o.expires_at.as_str() {
         "" => None,
         text => Some(

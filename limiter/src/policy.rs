@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// A named set of limits. Profiles and collections refer to policies by name.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     pub name: String,
@@ -20,7 +20,9 @@ pub struct Policy {
 }
 
 /// What a gateway does for a policy when the limiter (or its Redis) cannot answer in time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// Refuse the request: 503 `platform_degraded`. The safe default.
@@ -49,7 +51,7 @@ pub struct Limit {
 }
 
 /// A limit as written in files: exactly one of `per` (a rate) and `window` (a quota).
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct LimitFields {
     name: String,
@@ -105,6 +107,16 @@ impl From<Limit> for LimitFields {
     }
 }
 
+impl schemars::JsonSchema for Limit {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Limit".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        LimitFields::json_schema(generator)
+    }
+}
+
 /// A rate or a quota.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitKind {
@@ -116,7 +128,7 @@ pub enum LimitKind {
 }
 
 /// The period of a rate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RatePeriod {
     Second,
@@ -135,7 +147,7 @@ impl RatePeriod {
 }
 
 /// The calendar window of a quota (UTC).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum QuotaWindow {
     Day,
@@ -145,7 +157,7 @@ pub enum QuotaWindow {
 }
 
 /// What a limit counts by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Client,
@@ -160,7 +172,7 @@ pub enum Scope {
 
 /// Scales the principal-bound limits of one policy for one client (or one of its profiles),
 /// e.g. "partner acme gets 2x this month". Product-wide and source-IP limits are not affected.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Override {
     pub policy: String,
@@ -176,6 +188,7 @@ pub struct Override {
         with = "time::serde::rfc3339::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<String>")]
     pub expires_at: Option<OffsetDateTime>,
     /// Why it was granted, for the next operator.
     #[serde(default, skip_serializing_if = "String::is_empty")]

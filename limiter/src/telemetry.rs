@@ -236,6 +236,18 @@ pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
     TraceContextPropagator::new().inject_context(cx, &mut Headers(headers));
 }
 
+/// The trace context carried in a message's map (a check's `trace_context`).
+pub fn extract_map(map: &std::collections::HashMap<String, String>) -> Context {
+    TraceContextPropagator::new().extract(map)
+}
+
+/// Writes `cx` into a message's map (a check's `trace_context`); nothing when there is no
+/// trace.
+pub fn inject_map(cx: &Context, map: &mut std::collections::HashMap<String, String>) {
+    TraceContextPropagator::new().inject_context(cx, map);
+    map.retain(|_, v| !v.is_empty());
+}
+
 #[cfg(test)]
 mod tests {
     use opentelemetry::trace::TraceContextExt as _;

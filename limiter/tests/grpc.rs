@@ -8,13 +8,12 @@ use portcullis_proto::limiter::v1 as pb;
 use support::*;
 use tonic::Code;
 
-#[tokio::test]
-async fn checks_over_grpc() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = tokens(dir.path());
-    let seed = dir.path().join("seed.yaml");
+/// A limiter node on a data directory under `dir`, seeded with [`SEED`], and its tokens.
+async fn seeded(dir: &std::path::Path) -> (Node, Tokens) {
+    let tokens = tokens(dir);
+    let seed = dir.join("seed.yaml");
     std::fs::write(&seed, SEED).unwrap();
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     let node = start(
         &tokens,
         &[
@@ -25,6 +24,79 @@ async fn checks_over_grpc() {
         ],
     )
     .await;
+    (node, tokens)
+}
+
+#[tokio::test]
+async fn a_batch_decides_each_check_as_if_sent_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, tokens) = seeded(dir.path()).await;
+    let mut checker = node.checker(&tokens.check);
+    // acme's profile may make 3 requests a day: five in one batch, three pass. Checks that
+    // are wrong fail alone, with the code their unary call would have had.
+    let mut checks = vec![check_request("partner-standard", "acme"); 5];
+    checks.push(check_request("no-such-policy", "acme"));
+    checks.push(pb::CheckRequest {
+        hits: 0,
+        ..check_request("partner-standard", "acme")
+    });
+    checks.push(check_request("partner-standard", "globex"));
+    let results = checker
+        .check_batch(pb::CheckBatchRequest { checks })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 8);
+    let outcome = |r: &pb::CheckResult| match r.result.as_ref().unwrap() {
+        pb::check_result::Result::Decision(d) => Ok(d.allowed),
+        pb::check_result::Result::Error(e) => Err(Code::from_i32(e.code)),
+    };
+    let acme: Vec<_> = results[..5].iter().map(outcome).collect();
+    assert_eq!(
+        acme.iter().filter(|o| **o == Ok(true)).count(),
+        3,
+        "{acme:?}"
+    );
+    assert_eq!(
+        acme.iter().filter(|o| **o == Ok(false)).count(),
+        2,
+        "{acme:?}"
+    );
+    assert_eq!(outcome(&results[5]), Err(Code::NotFound));
+    assert_eq!(outcome(&results[6]), Err(Code::InvalidArgument));
+    assert_eq!(outcome(&results[7]), Ok(true));
+    // The batch counted exactly what it allowed: a sixth acme check is refused.
+    let r = checker
+        .check(check_request("partner-standard", "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.allowed);
+
+    // An empty or oversized batch is refused whole, and counts nothing.
+    for n in [0, 1_001] {
+        let status = checker
+            .check_batch(pb::CheckBatchRequest {
+                checks: vec![check_request("partner-standard", "initech"); n],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{n}: {status:?}");
+    }
+    let r = checker
+        .check(check_request("partner-standard", "initech"))
+        .await
+        .unwrap()
+        .into_inner();
+    let daily = r.limits.iter().find(|l| l.limit == "daily").unwrap();
+    assert_eq!(daily.remaining, 2);
+}
+
+#[tokio::test]
+async fn checks_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, tokens) = seeded(dir.path()).await;
     let mut checker = node.checker(&tokens.check);
     for remaining in [2, 1, 0] {
         let r = checker

@@ -43,11 +43,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts a background command and waits for the line it prints starting with "$1: ".
-start() {
+# Starts a background command named $1 (in this shell, so that cleanup can stop it: a
+# command substitution's subshell would lose its pid).
+launch() {
   local name="$1"; shift
   "$@" >"$work/$name.out" 2>"$work/$name.err" &
   pids+=($!)
+}
+
+# Waits for the line the command named $1 prints starting with "$1: "; the URL on it.
+url_of() {
+  local name="$1"
   for _ in $(seq 1 100); do
     local url
     url="$(sed -n "s/^ *$name: \(http[^ ]*\).*/\1/p" "$work/$name.out" | head -1)"
@@ -57,13 +63,16 @@ start() {
   echo "$name did not start:" >&2; cat "$work/$name.out" "$work/$name.err" >&2; exit 1
 }
 
-upstream="$(start upstream node "$here/fixture.mjs" upstream)"
+launch upstream node "$here/fixture.mjs" upstream
+upstream="$(url_of upstream)"
 data="$work/data"
 sed "s|UPSTREAM|$upstream|" "$here/gateway.yaml" >"$work/gateway.yaml"
 "$bin" --data-dir "$data" apply -f "$work/gateway.yaml" >/dev/null
 token="$("$bin" --data-dir "$data" credential issue --client conformance-agent --profile conformance-sbx | grep '^pcl_')"
-gateway="$(start gateway "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --quota-listen 127.0.0.1:0)"
-proxy="$(start proxy node "$here/fixture.mjs" proxy "$gateway" "$token")"
+launch gateway "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --quota-listen 127.0.0.1:0
+gateway="$(url_of gateway)"
+launch proxy node "$here/fixture.mjs" proxy "$gateway" "$token"
+proxy="$(url_of proxy)"
 
 failed=0
 for era in 2025-11-25 2026-07-28; do

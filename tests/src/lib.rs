@@ -151,13 +151,20 @@ pub struct Gateway {
     pub process: Process,
     pub url: String,
     pub admin: String,
-    _dir: tempfile::TempDir,
+    /// Its data directory (journal, node id), kept for a restart.
+    pub dir: Arc<tempfile::TempDir>,
 }
 
 impl Gateway {
-    /// A gateway node on `store`, with `args` after `serve`.
+    /// A gateway node on `store`, with `args` after `serve`: the configuration polled every
+    /// 100 ms unless `args` say otherwise; the in-process limiter's API on a free port unless
+    /// `args` name limiter nodes.
     pub fn start(store: &str, secret: &str, args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(Arc::new(tempfile::tempdir().unwrap()), store, secret, args)
+    }
+
+    /// The same, in an existing data directory (a restarted node).
+    pub fn start_in(dir: Arc<tempfile::TempDir>, store: &str, secret: &str, args: &[&str]) -> Self {
         let mut cmd = Command::new(bin("portcullis"));
         cmd.arg("--data-dir")
             .arg(dir.path())
@@ -168,18 +175,47 @@ impl Gateway {
                 "127.0.0.1:0",
                 "--admin-listen",
                 "127.0.0.1:0",
-            ])
-            .args(["--config-poll-interval", "100ms"])
-            .args(args);
+            ]);
+        if !args.contains(&"--config-poll-interval") {
+            cmd.args(["--config-poll-interval", "100ms"]);
+        }
+        if !args.contains(&"--limiter") {
+            cmd.args(["--quota-listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args);
         quick_export(&mut cmd);
         let (process, found) = Process::start(cmd, &["gateway: ", "admin: "]);
         Self {
             process,
             url: found[0].clone(),
             admin: found[1].clone(),
-            _dir: dir,
+            dir,
         }
     }
+
+    /// `GET` on the admin listener.
+    pub async fn admin_get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.admin));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// An operator token with `role`, made with the CLI against `store`.
+pub fn operator(store: &str, secret: &str, id: &str, role: &str) -> String {
+    cli(
+        store,
+        secret,
+        &["operator", "token", "--id", id, "--role", role],
+    )
+    .lines()
+    .find(|l| l.starts_with("pco_"))
+    .expect("an operator token is printed")
+    .to_owned()
 }
 
 /// Telemetry, when exported, leaves within 100 ms rather than the default seconds.
@@ -339,4 +375,155 @@ pub async fn upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
         }
     });
     (addr, heads)
+}
+
+/// A TCP proxy that can be cut: every connection through it dropped and new ones refused,
+/// as when a node loses its network path to a service.
+pub struct Cuttable {
+    pub addr: std::net::SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Cuttable {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (gate, held) = (open.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !gate.load(Ordering::SeqCst) {
+                    continue;
+                }
+                held.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Self {
+            addr,
+            open,
+            connections,
+        }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Polls `check` every 10 ms until it holds or `limit` passes; how long it took, if it held.
+pub async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// The status of `GET path` on `gateway` with `token`.
+pub async fn status(gateway: &Gateway, path: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}{path}", gateway.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// A redis-server of the test's own, which it may stop and start again (on the same port, with
+/// the same data), as an operator restarting Redis would.
+pub struct OwnRedis {
+    pub url: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    /// Starts one, or `None` (and a note) when `redis-server` is not installed (a failure
+    /// under `PORTCULLIS_REQUIRE_SERVICES=1`).
+    pub fn start() -> Option<Self> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var("PORTCULLIS_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "redis-server is required (PORTCULLIS_REQUIRE_SERVICES=1)"
+            );
+            eprintln!("skipping: redis-server is not installed");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.restart();
+        Some(redis)
+    }
+
+    /// Stops the server (SIGTERM: it writes its append-only file first).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// (Re)starts it; returns once it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--appendonly", "yes", "--save", ""])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on {}", self.port);
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -1,7 +1,8 @@
-//! Global limits across processes: two gateways and two limiter nodes sharing the local Redis
-//! (and a fresh PostgreSQL database for the gateways' configuration). A limit of 100 lets
-//! exactly 100 of 1,000 concurrent requests through, whichever gateway and limiter each
-//! reaches; killing a limiter node moves the gateways to the other without errors.
+//! Global limits across processes: three gateways and two limiter nodes sharing Redis (and a
+//! fresh PostgreSQL database for the gateways' configuration). A limit of 100 lets exactly 100
+//! of 1,000 concurrent requests through, whichever gateway and limiter each reaches; killing a
+//! limiter node moves the gateways to the other without errors; a Redis restart costs only the
+//! requests made while it is down, answered as the policy's failure mode says.
 
 use portcullis_cluster_tests::*;
 
@@ -77,8 +78,9 @@ clients:
     ];
     let g1 = Gateway::start(&db.url, secret, &args);
     let g2 = Gateway::start(&db.url, secret, &args);
+    let g3 = Gateway::start(&db.url, secret, &args);
 
-    let results = burst(&[&g1, &g2], "/capped/", &token, 1000).await;
+    let results = burst(&[&g1, &g2, &g3], "/capped/", &token, 1000).await;
     let passed = results.iter().filter(|(s, _)| *s == 200).count();
     let limited = results
         .iter()
@@ -87,7 +89,7 @@ clients:
     assert_eq!(
         (passed, limited),
         (100, 900),
-        "limit 100 through two gateways and two limiters; others: {:?}",
+        "limit 100 through three gateways and two limiters; others: {:?}",
         results
             .iter()
             .filter(|(s, _)| *s != 200 && *s != 429)
@@ -97,7 +99,7 @@ clients:
 
     // A limiter node dies: the gateways carry on with the other, no request fails.
     limiter_a.process.kill();
-    let results = burst(&[&g1, &g2], "/open/", &token, 200).await;
+    let results = burst(&[&g1, &g2, &g3], "/open/", &token, 200).await;
     assert!(
         results.iter().all(|(s, _)| *s == 200),
         "after a limiter was killed: {:?}",
@@ -108,5 +110,100 @@ clients:
             .collect::<Vec<_>>()
     );
     drop(limiter_b);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_redis_restart_costs_only_the_requests_made_while_it_is_down() {
+    let Some(pg) = service("PORTCULLIS_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let Some(mut redis) = OwnRedis::start() else {
+        return;
+    };
+    let db = Database::create(&pg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Tokens::new(dir.path());
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(
+        &seed,
+        "policies:\n  - name: roomy\n    limits:\n      - {name: daily, scope: client, count: 1000000, window: day}\n",
+    )
+    .unwrap();
+    let prefix = prefix();
+    // Patient while Redis is up (a loaded CI machine); a stopped Redis refuses at once.
+    let patient = ["--redis-timeout", "2s"];
+    let limiter_a = Limiter::start(&tokens, &redis.url, &prefix, &seed, &patient);
+    let limiter_b = Limiter::start(&tokens, &redis.url, &prefix, &seed, &patient);
+    let (up, _) = upstream().await;
+    let secret = "cluster-test-token-secret-0123456789abcdef";
+    let token = configure(
+        &db.url,
+        secret,
+        &format!(
+            "collections:
+  - id: open
+    base_path: /open
+    quota_policy: roomy
+    upstreams: {{ sandbox: \"http://{up}\" }}
+    operations:
+      - {{ id: get, methods: [GET], path: / }}
+clients:
+  - id: acme
+    profiles:
+      - {{ id: acme-sbx, environment: sandbox, collections: [open] }}
+"
+        ),
+        "acme",
+        "acme-sbx",
+    );
+    let limiters = format!("{},{}", limiter_a.url, limiter_b.url);
+    let check = tokens.check_file.to_str().unwrap();
+    let args = [
+        "--limiter",
+        &limiters,
+        "--limiter-token-file",
+        check,
+        "--limiter-timeout",
+        "3s",
+    ];
+    let gateways: Vec<Gateway> = (0..3)
+        .map(|_| Gateway::start(&db.url, secret, &args))
+        .collect();
+    let all: Vec<&Gateway> = gateways.iter().collect();
+    assert!(
+        burst(&all, "/open/", &token, 30)
+            .await
+            .iter()
+            .all(|(s, _)| *s == 200)
+    );
+
+    // Redis down: the policy fails closed, with the stable code, on every gateway.
+    redis.stop();
+    let down = burst(&all, "/open/", &token, 30).await;
+    assert!(
+        down.iter()
+            .all(|(s, c)| *s == 503 && c == "platform_degraded"),
+        "{down:?}"
+    );
+    // Back: the limiters reconnect by themselves and nothing else is lost.
+    redis.restart();
+    // Every gateway through both limiter nodes: each node reconnects on its own.
+    let back = within(std::time::Duration::from_secs(15), || async {
+        burst(&all, "/open/", &token, 30)
+            .await
+            .iter()
+            .all(|(s, _)| *s == 200)
+    })
+    .await
+    .expect("requests pass again after Redis is back");
+    eprintln!("requests passed again {back:?} after Redis restarted");
+    assert!(
+        burst(&all, "/open/", &token, 60)
+            .await
+            .iter()
+            .all(|(s, _)| *s == 200)
+    );
+    drop(gateways);
     db.drop_db().await;
 }

@@ -55,7 +55,7 @@ pub struct Actor {
 }
 
 /// What the action was about.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Resource {
     /// As in the path: `request_records`, `collections`, `operators`, …
     pub kind: String,

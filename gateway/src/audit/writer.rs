@@ -27,7 +27,8 @@ use crate::store::{AuditRow, Store};
 
 /// What the journal task receives.
 pub enum Message {
-    Record(Box<RequestRecord>),
+    /// A request record, and who waits until it is journaled (the response's last bytes).
+    Record(Box<RequestRecord>, Option<oneshot::Sender<()>>),
     Change(Box<super::change::ChangeRecord>),
     /// Journal everything before this, then write it to the database within the deadline.
     Flush(Duration, oneshot::Sender<()>),
@@ -51,13 +52,16 @@ pub fn link(prev: &str, body: &str) -> String {
     h.update(prev.as_bytes());
     h.update(b"\n");
     h.update(body.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 /// Records kept in memory while the database is down; beyond this they wait in the journal.
 const MAX_PENDING: usize = 100_000;
 /// Records per database transaction.
 const BATCH: usize = 500;
+/// How long the database task waits for more records before a transaction (unless a flush
+/// waits on it).
+const GATHER: Duration = Duration::from_millis(10);
 /// The journal is emptied when everything in it is in the database and it is this large.
 const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -159,6 +163,7 @@ async fn journal_task(
         let mut entries = Vec::new();
         let mut text = String::new();
         let mut flushes = Vec::new();
+        let mut journaled_acks = Vec::new();
         // Links a record's body into the chain and the journal text.
         let mut append = |body: String| {
             state.seq += 1;
@@ -176,9 +181,10 @@ async fn journal_task(
         };
         for message in messages.drain(..) {
             match message {
-                Message::Record(r) => {
+                Message::Record(r, ack) => {
                     let entry = append(serde_json::to_string(&r).expect("a record serializes"));
                     entries.push(row_of(&node, entry, &r));
+                    journaled_acks.extend(ack);
                 }
                 Message::Change(c) => {
                     let entry = append(serde_json::to_string(&c).expect("a record serializes"));
@@ -198,6 +204,11 @@ async fn journal_task(
             stats.queued.fetch_sub(n, Ordering::Relaxed);
             stats.spooled.fetch_add(n, Ordering::Relaxed);
             let _ = db.send(ToDatabase::Rows(entries));
+        }
+        // In the journal (or failed to be, which `journal_ok` reports): the responses waiting
+        // for their records may end.
+        for ack in journaled_acks {
+            let _ = ack.send(());
         }
         for (deadline, done) in flushes {
             let _ = db.send(ToDatabase::Flush(deadline, done));
@@ -238,6 +249,18 @@ async fn database_task(
             match rx.recv().await {
                 Some(message) => receive(message, &mut pending, spilled, &committed, &mut flushes),
                 None => closed = true,
+            }
+        }
+        // Gather for a moment when nobody waits: fewer, larger transactions (the records are
+        // already safe in the journal).
+        let gather_until = tokio::time::Instant::now() + GATHER;
+        while !closed && flushes.is_empty() && pending.len() < BATCH && !spilled {
+            match tokio::time::timeout_at(gather_until, rx.recv()).await {
+                Ok(Some(message)) => {
+                    receive(message, &mut pending, spilled, &committed, &mut flushes);
+                }
+                Ok(None) => closed = true,
+                Err(_) => break,
             }
         }
         while let Ok(message) = rx.try_recv() {

@@ -110,8 +110,7 @@ impl TokenSecret {
                 std::fs::create_dir_all(data_dir).map_err(file_err)?;
                 let mut bytes = [0u8; 32];
                 rand::rng().fill(&mut bytes);
-                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                write_private(&path, &hex).map_err(file_err)?;
+                write_private(&path, &hex::encode(bytes)).map_err(file_err)?;
                 // Another process may have won the race to create it: read what is there.
                 let text = std::fs::read_to_string(&path).map_err(file_err)?;
                 Self::new(text.trim().as_bytes())
@@ -130,10 +129,7 @@ impl TokenSecret {
 
     /// The hex form stored in the configuration.
     pub fn hash_hex(&self, token: &str) -> String {
-        self.hash(token)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(self.hash(token))
     }
 }
 
@@ -143,14 +139,9 @@ pub fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 /// Parses a stored hex hash.
-pub fn parse_hash(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
+pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 

@@ -146,11 +146,11 @@ fn secure_url(url: &str) -> Result<(), String> {
 
 /// Environment variables that hold the node's own secrets: no configuration may send them
 /// anywhere.
+/// The gateway's own settings and secrets (the token secret, the store URL, the bootstrap
+/// admin token, …): configuration may not send them anywhere. Anyone who may change
+/// configuration could otherwise have one sent to a host of their choosing.
 fn reserved_variable(name: &str) -> bool {
-    matches!(
-        name,
-        "PORTCULLIS_TOKEN_SECRET" | "PORTCULLIS_STORE_URL" | "PORTCULLIS_IDENTITY_SIGNING_KEY"
-    )
+    name.starts_with("PORTCULLIS_")
 }
 
 #[derive(Default)]

@@ -4,146 +4,139 @@
 
 use std::time::Duration;
 
-use http::{Method, StatusCode};
-use serde_json::{Value, json};
+use http::StatusCode;
+use serde_json::json;
 
-use super::{Answer, Api, Changed, store_error};
-use crate::body::{Body, json_response};
+use super::endpoints::Action;
+use super::{Answer, Api, Call, Changed, dry_run, store_error};
+use crate::body::json_response;
 use crate::credentials::{CredentialError, TokenRequest};
 use crate::error::{ErrorCode, GatewayError};
 use crate::model::{ClientId, CredentialId, ProfileId};
 
-/// `…/clients/{client}/profiles/{profile}/credentials[/{id}[/rotate]]`, split.
-pub(super) struct Target<'p> {
-    pub client: &'p str,
-    pub profile: &'p str,
-    pub credential: Option<&'p str>,
-    pub rotate: bool,
-}
-
-impl<'p> Target<'p> {
-    /// The credential route `path` names, if it is one.
-    pub(super) fn parse(path: &'p str) -> Option<Self> {
-        let rest = path.strip_prefix("/api/v1/clients/")?;
-        let parts: Vec<&str> = rest.split('/').collect();
-        let ok = |s: &&str| !s.is_empty();
-        match parts.as_slice() {
-            [client, "profiles", profile, "credentials"] if ok(client) && ok(profile) => {
-                Some(Self {
-                    client,
-                    profile,
-                    credential: None,
-                    rotate: false,
-                })
-            }
-            [client, "profiles", profile, "credentials", id]
-                if ok(client) && ok(profile) && ok(id) =>
-            {
-                Some(Self {
-                    client,
-                    profile,
-                    credential: Some(id),
-                    rotate: false,
-                })
-            }
-            [client, "profiles", profile, "credentials", id, "rotate"]
-                if ok(client) && ok(profile) && ok(id) =>
-            {
-                Some(Self {
-                    client,
-                    profile,
-                    credential: Some(id),
-                    rotate: true,
-                })
-            }
-            _ => None,
-        }
-    }
-
-    /// The methods this route takes.
-    pub(super) fn methods(&self) -> &'static [Method] {
-        match (self.credential, self.rotate) {
-            (None, _) => &[Method::POST],
-            (Some(_), false) => &[Method::DELETE],
-            (Some(_), true) => &[Method::POST],
-        }
-    }
-}
-
-#[derive(serde::Deserialize, Default)]
+/// The body of an issue or a rotation (all optional).
+#[derive(serde::Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Options {
+pub(crate) struct Options {
     /// The new credential's id (default: `<profile>-<random>`).
     #[serde(default)]
     id: Option<String>,
     /// The new token's lifetime, e.g. `90d`.
     #[serde(default, with = "crate::model::humantime_serde_opt")]
+    #[schemars(with = "Option<crate::model::HumanDuration>")]
     expires_in: Option<Duration>,
     /// Rotation: how long the old token keeps working (default 24 h).
     #[serde(default, with = "crate::model::humantime_serde_opt")]
+    #[schemars(with = "Option<crate::model::HumanDuration>")]
     overlap: Option<Duration>,
 }
 
-pub(super) async fn handle(
-    api: &Api,
-    target: Target<'_>,
-    body: Body,
-) -> Result<Answer, GatewayError> {
-    let client = ClientId(target.client.to_owned());
-    let profile = ProfileId(target.profile.to_owned());
+/// An issued token: shown in this answer only.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct Issued {
+    credential: CredentialId,
+    /// `api_token`.
+    kind: String,
+    expires_at: Option<String>,
+    /// The token itself: keep it, it is not shown again.
+    token: String,
+    /// The configuration version that holds it.
+    config_version: u64,
+}
+
+/// A revoked credential.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct Revoked {
+    credential: CredentialId,
+    revoked: bool,
+    config_version: u64,
+}
+
+/// Issues (`…/credentials`), rotates (`…/{credential}/rotate`) or revokes (`…/{credential}`).
+pub(super) async fn handle(api: &Api, action: Action, call: &Call) -> Result<Answer, GatewayError> {
+    let [client, profile, rest @ ..] = call.params.as_slice() else {
+        unreachable!("credential paths name a client and a profile");
+    };
+    let credential = rest.first();
+    let client_id = ClientId(client.clone());
+    let profile_id = ProfileId(profile.clone());
     let resource = |id: &str| crate::audit::change::Resource {
         kind: "credentials".into(),
-        id: Some(format!("{}/{}/{id}", target.client, target.profile)),
+        id: Some(format!("{client}/{profile}/{id}")),
     };
     let request = |options: &Options| TokenRequest {
-        client: client.clone(),
-        profile: profile.clone(),
+        client: client_id.clone(),
+        profile: profile_id.clone(),
         id: options.id.clone().map(CredentialId),
         expires_in: options.expires_in,
+        dry_run: call.dry_run,
     };
-    let Some(id) = target.credential else {
-        let request = request(&options(body).await?);
-        let issued = crate::credentials::issue(&api.store, &api.secret, &request)
-            .await
-            .map_err(credential_error)?;
-        return Ok(shown(issued, "credentials.create", resource));
-    };
-    let id = CredentialId(id.to_owned());
-    if target.rotate {
-        let options = options(body).await?;
-        let request = request(&options);
-        let overlap = options.overlap.unwrap_or(Duration::from_secs(24 * 3600));
-        let issued = crate::credentials::rotate(&api.store, &api.secret, &request, &id, overlap)
-            .await
-            .map_err(credential_error)?;
-        let mut answer = shown(issued, "credentials.rotate", resource);
-        if let Some(Changed {
-            after: Some(after), ..
-        }) = &mut answer.1
-        {
-            after["replaces"] = json!(id);
-            after["overlap_seconds"] = overlap.as_secs().into();
+    match (action, credential) {
+        (Action::IssueCredential, None) => {
+            let options = options(call)?;
+            let issued = crate::credentials::issue(&api.store, &api.secret, &request(&options))
+                .await
+                .map_err(credential_error)?;
+            Ok(shown(
+                issued,
+                "credentials.create",
+                resource,
+                None,
+                call.dry_run,
+            ))
         }
-        return Ok(answer);
+        (Action::RotateCredential, Some(id)) => {
+            let options = options(call)?;
+            let id = CredentialId(id.clone());
+            let overlap = options.overlap.unwrap_or(Duration::from_secs(24 * 3600));
+            let rotation = json!({"replaces": id, "overlap_seconds": overlap.as_secs()});
+            let issued = crate::credentials::rotate(
+                &api.store,
+                &api.secret,
+                &request(&options),
+                &id,
+                overlap,
+            )
+            .await
+            .map_err(credential_error)?;
+            Ok(shown(
+                issued,
+                "credentials.rotate",
+                resource,
+                Some(rotation),
+                call.dry_run,
+            ))
+        }
+        (Action::RevokeCredential, Some(id)) => {
+            let id = CredentialId(id.clone());
+            let change = Changed {
+                action: "credentials.delete".into(),
+                resource: resource(id.as_str()),
+                before: None,
+                after: Some(json!({"credential": id, "revoked": true})),
+            };
+            let (version, changed) =
+                crate::credentials::revoke(&api.store, &client_id, &profile_id, &id, call.dry_run)
+                    .await
+                    .map_err(credential_error)?;
+            if call.dry_run {
+                return Ok(dry_run(change));
+            }
+            // Revoking a revoked credential changes nothing, and records nothing.
+            Ok((
+                json_response(
+                    StatusCode::OK,
+                    &Revoked {
+                        credential: id,
+                        revoked: true,
+                        config_version: version,
+                    },
+                ),
+                changed.then_some(change),
+            ))
+        }
+        (other, _) => unreachable!("{other:?} is not a credential endpoint"),
     }
-    let before = api.store.version().await.map_err(store_error)?;
-    let version = crate::credentials::revoke(&api.store, &client, &profile, &id)
-        .await
-        .map_err(credential_error)?;
-    // Revoking a revoked credential changes nothing, and records nothing.
-    let changed = version != before;
-    Ok((
-        json_response(
-            StatusCode::OK,
-            &json!({"credential": id, "revoked": true, "config_version": version}),
-        ),
-        changed.then(|| Changed {
-            action: "credentials.delete".into(),
-            resource: resource(id.as_str()),
-            before: None,
-            after: Some(json!({"credential": id, "revoked": true})),
-        }),
-    ))
 }
 
 /// The issuing answer, the only place the token appears; the change record never has it.
@@ -151,35 +144,48 @@ fn shown(
     issued: crate::credentials::Issued,
     action: &str,
     resource: impl Fn(&str) -> crate::audit::change::Resource,
+    rotation: Option<serde_json::Value>,
+    dry: bool,
 ) -> Answer {
     let expires_at = issued.expires_at.map(crate::credentials::rfc3339);
-    let after = json!({
+    let mut after = json!({
         "credential": issued.credential,
         "kind": "api_token",
         "expires_at": expires_at,
     });
-    let mut shown = after.clone();
-    shown["token"] = Value::String(issued.token);
-    shown["config_version"] = issued.version.into();
+    if let Some(serde_json::Value::Object(rotation)) = rotation {
+        after.as_object_mut().expect("an object").extend(rotation);
+    }
+    let change = Changed {
+        action: action.to_owned(),
+        resource: resource(issued.credential.as_str()),
+        before: None,
+        after: Some(after),
+    };
+    if dry {
+        // The token was made to check the request, and is forgotten: nothing was stored.
+        return dry_run(change);
+    }
     (
-        json_response(StatusCode::CREATED, &shown),
-        Some(Changed {
-            action: action.to_owned(),
-            resource: resource(issued.credential.as_str()),
-            before: None,
-            after: Some(after),
-        }),
+        json_response(
+            StatusCode::CREATED,
+            &Issued {
+                credential: issued.credential,
+                kind: "api_token".into(),
+                expires_at,
+                token: issued.token,
+                config_version: issued.version,
+            },
+        ),
+        Some(change),
     )
 }
 
-async fn options(body: Body) -> Result<Options, GatewayError> {
-    let bytes = crate::body::collect_limited(body, 64 * 1024)
-        .await
-        .map_err(|e| super::bad_request(format!("the body cannot be read: {e}")))?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+fn options(call: &Call) -> Result<Options, GatewayError> {
+    if call.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Options::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(&call.body).map_err(|e| {
         GatewayError::new(
             ErrorCode::InvalidBody,
             format!("the body is not valid: {e}"),

@@ -4,12 +4,12 @@
 //! semantics as `portcullis apply` of a file naming one object, validated the same way and
 //! committed as one configuration version. `ETag`/`If-Match` make concurrent edits safe.
 
-use http::header::{ETAG, HeaderValue, IF_MATCH};
-use http::{Method, Response, StatusCode};
+use http::header::{ETAG, HeaderValue};
+use http::{Response, StatusCode};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use super::{Answer, Api, Changed, bad_request, store_error};
+use super::{Answer, Api, Call, Changed, bad_request, dry_run, store_error};
 use crate::body::{Body, json_response};
 use crate::error::{ErrorCode, GatewayError};
 use crate::model::{Client, Collection, Config, IdentityProvider};
@@ -18,23 +18,14 @@ use crate::store::Kind;
 
 /// The kinds of object served, by their path segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ObjectKind {
+pub enum ObjectKind {
     Collections,
     Clients,
     IdentityProviders,
 }
 
 impl ObjectKind {
-    pub(super) fn from_segment(segment: &str) -> Option<Self> {
-        match segment {
-            "collections" => Some(Self::Collections),
-            "clients" => Some(Self::Clients),
-            "identity_providers" => Some(Self::IdentityProviders),
-            _ => None,
-        }
-    }
-
-    fn segment(self) -> &'static str {
+    pub(super) fn segment(self) -> &'static str {
         match self {
             Self::Collections => "collections",
             Self::Clients => "clients",
@@ -42,7 +33,7 @@ impl ObjectKind {
         }
     }
 
-    fn singular(self) -> &'static str {
+    pub(super) fn singular(self) -> &'static str {
         match self {
             Self::Collections => "collection",
             Self::Clients => "client",
@@ -89,7 +80,7 @@ impl ObjectKind {
 /// The entity tag of an object as stored: its JSON, hashed.
 fn etag(object: &Value) -> String {
     let digest = sha2::Sha256::digest(object.to_string().as_bytes());
-    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&digest[..12]);
     format!("\"{hex}\"")
 }
 
@@ -144,9 +135,14 @@ fn credentials_unchanged(body: Option<&Value>, stored: Option<&Value>) -> bool {
 
 /// `GET /api/v1/{kind}`: by id, a page at a time (`limit`, default 100, at most 1000;
 /// `cursor` from the previous page's `next_cursor`).
-pub(super) async fn list(api: &Api, kind: ObjectKind, query: &str) -> Result<Answer, GatewayError> {
+pub(super) async fn list(
+    api: &Api,
+    kind: ObjectKind,
+    query: &[(String, String)],
+) -> Result<Answer, GatewayError> {
     let (mut limit, mut after) = (100usize, None);
-    for (key, value) in super::params(query) {
+    let mut filters = Vec::new();
+    for (key, value) in query.iter().cloned() {
         match key.as_str() {
             "limit" => {
                 limit = value
@@ -164,11 +160,27 @@ pub(super) async fn list(api: &Api, kind: ObjectKind, query: &str) -> Result<Ans
                     .ok_or_else(|| bad_request("cursor is not one this API returned"))?;
                 after = Some(id);
             }
+            field if kind.filters().iter().any(|(name, _)| *name == field) => {
+                filters.push((key, value));
+            }
             other => return Err(bad_request(format!("unknown parameter '{other}'"))),
         }
     }
     let config = stored(api).await?;
     let mut all = kind.all(&config);
+    // A filter compares the field as `GET` shows it, defaults included.
+    all.retain(|(_, object)| {
+        filters.iter().all(|(field, wanted)| {
+            let value = match (&object[field.as_str()], field.as_str()) {
+                (Value::Null, "status") => "published".to_owned(),
+                (Value::Null, "active") => "true".to_owned(),
+                (Value::String(s), _) => s.clone(),
+                (Value::Null, _) => String::new(),
+                (other, _) => other.to_string(),
+            };
+            value == *wanted
+        })
+    });
     all.sort_by(|a, b| a.0.cmp(&b.0));
     let start = after.map_or(0, |a| all.partition_point(|(id, _)| *id <= a));
     let page = &all[start.min(all.len())..(start + limit).min(all.len())];
@@ -191,39 +203,20 @@ pub(super) async fn list(api: &Api, kind: ObjectKind, query: &str) -> Result<Ans
     Ok((json_response(StatusCode::OK, &Value::Object(body)), None))
 }
 
-/// `GET`, `PUT` or `DELETE /api/v1/{kind}/{id}`.
-pub(super) async fn one(
-    api: &Api,
+/// The `If-Match` check, made again against what is stored when the write commits.
+fn precondition<'a>(
     kind: ObjectKind,
-    id: &str,
-    method: &Method,
-    headers: &http::HeaderMap,
-    body: Body,
-    may_change_credentials: bool,
-) -> Result<Answer, GatewayError> {
-    // `If-Match` may list several tags.
-    let if_match: Option<Vec<String>> = headers.get(IF_MATCH).map(|v| {
-        v.to_str()
-            .unwrap_or("")
-            .split(',')
-            .map(|t| t.trim().to_owned())
-            .collect()
-    });
-    let stored_config = stored(api).await?;
-    let before = kind.find(&stored_config, id);
-    // Checked again against what is stored when the write commits.
-    let check = |config: &Config| -> Result<(), String> {
-        let Some(expected) = &if_match else {
+    id: &'a str,
+    if_match: Option<&'a [String]>,
+) -> impl Fn(&Config) -> Result<(), String> + 'a {
+    move |config: &Config| {
+        let Some(expected) = if_match else {
             return Ok(());
         };
-        let current = kind.find(config, id);
-        let matches = match &current {
-            Some(object) => {
-                let tag = etag(object);
-                expected.iter().any(|e| e == "*" || *e == tag)
-            }
-            None => false,
-        };
+        let matches = kind.find(config, id).is_some_and(|object| {
+            let tag = etag(&object);
+            expected.iter().any(|e| e == "*" || *e == tag)
+        });
         if matches {
             Ok(())
         } else {
@@ -232,124 +225,217 @@ pub(super) async fn one(
                 kind.singular()
             ))
         }
-    };
-    // Named as in the path, like the records of refused requests.
-    let resource = crate::audit::change::Resource {
+    }
+}
+
+/// Named as in the path, like the records of refused requests.
+fn resource(kind: ObjectKind, id: &str) -> crate::audit::change::Resource {
+    crate::audit::change::Resource {
         kind: kind.segment().into(),
         id: Some(id.to_owned()),
-    };
-    match *method {
-        Method::GET => {
-            let object = before.ok_or_else(|| not_found(kind, id))?;
-            Ok((
-                with_etag(
-                    json_response(StatusCode::OK, &redacted(object.clone())),
-                    &object,
-                ),
-                None,
-            ))
-        }
-        Method::PUT => {
-            let bytes = crate::body::collect_limited(body, 1024 * 1024)
-                .await
-                .map_err(|e| bad_request(format!("the body cannot be read: {e}")))?;
-            let mut file = parse(kind, id, &bytes)?;
-            // A stored credential's material is shown `[redacted]` and never changes here
-            // (rotate instead): the stored material stands in for whatever the body says.
-            if let (Some(new), Some(old)) = (
-                file.clients.first_mut(),
-                stored_config.clients.iter().find(|c| c.id.as_str() == id),
-            ) {
-                for profile in &mut new.profiles {
-                    let Some(stored_profile) = old.profiles.iter().find(|p| p.id == profile.id)
-                    else {
-                        continue;
-                    };
-                    for credential in &mut profile.credentials {
-                        if let Some(kept) = stored_profile
-                            .credentials
-                            .iter()
-                            .find(|c| c.id == credential.id)
-                        {
-                            credential.kind = kept.kind.clone();
-                        }
-                    }
+    }
+}
+
+/// `GET /api/v1/{kind}/{id}`.
+pub(super) async fn get(api: &Api, kind: ObjectKind, id: &str) -> Result<Answer, GatewayError> {
+    let object = kind
+        .find(&stored(api).await?, id)
+        .ok_or_else(|| not_found(kind, id))?;
+    Ok((
+        with_etag(
+            json_response(StatusCode::OK, &redacted(object.clone())),
+            &object,
+        ),
+        None,
+    ))
+}
+
+/// `PUT /api/v1/{kind}/{id}`: creates or replaces the object.
+pub(super) async fn put(
+    api: &Api,
+    kind: ObjectKind,
+    id: &str,
+    call: &Call,
+    may_change_credentials: bool,
+) -> Result<Answer, GatewayError> {
+    let stored_config = stored(api).await?;
+    let before = kind.find(&stored_config, id);
+    let mut file = parse(kind, id, &call.body)?;
+    // A stored credential's material is shown `[redacted]` and never changes here (rotate
+    // instead): the stored material stands in for whatever the body says.
+    if let (Some(new), Some(old)) = (
+        file.clients.first_mut(),
+        stored_config.clients.iter().find(|c| c.id.as_str() == id),
+    ) {
+        for profile in &mut new.profiles {
+            let Some(stored_profile) = old.profiles.iter().find(|p| p.id == profile.id) else {
+                continue;
+            };
+            for credential in &mut profile.credentials {
+                if let Some(kept) = stored_profile
+                    .credentials
+                    .iter()
+                    .find(|c| c.id == credential.id)
+                {
+                    credential.kind = kept.kind.clone();
                 }
             }
-            // Credentials are the admin's: an editor's client may list the stored ones as they
-            // are (as `GET` shows them), nothing else.
-            if kind == ObjectKind::Clients
-                && !may_change_credentials
-                && !credentials_unchanged(kind.find(&file, id).as_ref(), before.as_ref())
-            {
-                return Err(GatewayError::new(
-                    ErrorCode::PermissionDenied,
-                    "adding or changing credentials needs the manage_operators permission (use …/credentials)",
-                ));
-            }
-            let applied =
-                crate::plan::apply_checked(&api.store, &file, ApplyOptions::default(), &check)
-                    .await
-                    .map_err(|e| apply_error(kind, e))?;
-            let after = kind
-                .find(&stored(api).await?, id)
-                .ok_or_else(|| not_found(kind, id))?;
-            let status = if before.is_some() {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            let change = applied.committed.then(|| Changed {
-                action: format!(
-                    "{}.{}",
-                    kind.segment(),
-                    if before.is_some() { "update" } else { "create" }
-                ),
-                resource,
-                before: before.map(redacted),
-                after: Some(redacted(after.clone())),
-            });
-            Ok((
-                with_etag(json_response(status, &redacted(after.clone())), &after),
-                change,
-            ))
         }
-        Method::DELETE => {
-            if before.is_none() {
-                return Err(not_found(kind, id));
-            }
-            let applied = crate::plan::remove_checked(&api.store, (kind.store_kind(), id), &check)
-                .await
-                .map_err(|e| match e {
-                    // Deleting leaves something that refers to it.
-                    ApplyError::Invalid(problems) => GatewayError::new(
-                        ErrorCode::Conflict,
-                        format!(
-                            "{} '{id}' is still referred to: {}",
-                            kind.singular(),
-                            problems
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        ),
-                    ),
-                    other @ (ApplyError::File(_)
-                    | ApplyError::Store(_)
-                    | ApplyError::Precondition(_)) => apply_error(kind, other),
-                })?;
-            let change = applied.committed.then(|| Changed {
-                action: format!("{}.delete", kind.segment()),
-                resource,
-                before: before.map(redacted),
-                after: None,
-            });
-            let mut response = Response::new(crate::body::full(bytes::Bytes::new()));
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            Ok((response, change))
-        }
-        _ => unreachable!("the router allows GET, PUT and DELETE only"),
     }
+    // Credentials are the admin's: an editor's client may list the stored ones as they are
+    // (as `GET` shows them), nothing else.
+    if kind == ObjectKind::Clients
+        && !may_change_credentials
+        && !credentials_unchanged(kind.find(&file, id).as_ref(), before.as_ref())
+    {
+        return Err(GatewayError::new(
+            ErrorCode::PermissionDenied,
+            "adding or changing credentials needs the manage_operators permission (use …/credentials)",
+        ));
+    }
+    write(api, kind, id, before, file, call, None).await
+}
+
+/// `POST /api/v1/collections/{id}/publish` and `…/unpublish`.
+pub(super) async fn set_status(
+    api: &Api,
+    id: &str,
+    status: crate::model::Status,
+    call: &Call,
+) -> Result<Answer, GatewayError> {
+    if !call.body.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad_request("this endpoint takes no body"));
+    }
+    let kind = ObjectKind::Collections;
+    let stored_config = stored(api).await?;
+    let before = kind.find(&stored_config, id);
+    let Some(mut collection) = stored_config
+        .collections
+        .into_iter()
+        .find(|c| c.id.as_str() == id)
+    else {
+        return Err(not_found(kind, id));
+    };
+    collection.status = status;
+    let file = Config {
+        collections: vec![collection],
+        ..Config::default()
+    };
+    let action = match status {
+        crate::model::Status::Published => "collections.publish",
+        crate::model::Status::Draft => "collections.unpublish",
+    };
+    write(api, kind, id, before, file, call, Some(action)).await
+}
+
+/// Writes `file` (naming the one object `kind`/`id`) as one configuration version: the same
+/// path as `apply`, checked against `If-Match` at commit. The change is recorded as `action`
+/// (default: `<kind>.create` or `<kind>.update`).
+async fn write(
+    api: &Api,
+    kind: ObjectKind,
+    id: &str,
+    before: Option<Value>,
+    file: Config,
+    call: &Call,
+    action: Option<&str>,
+) -> Result<Answer, GatewayError> {
+    let check = precondition(kind, id, call.if_match.as_deref());
+    let options = ApplyOptions {
+        dry_run: call.dry_run,
+        ..ApplyOptions::default()
+    };
+    let applied = crate::plan::apply_checked(&api.store, &file, options, &check)
+        .await
+        .map_err(|e| apply_error(kind, e))?;
+    let action = action.map_or_else(
+        || {
+            format!(
+                "{}.{}",
+                kind.segment(),
+                if before.is_some() { "update" } else { "create" }
+            )
+        },
+        str::to_owned,
+    );
+    if call.dry_run {
+        let after = kind.find(&file, id);
+        return Ok(dry_run(Changed {
+            action,
+            resource: resource(kind, id),
+            before: before.map(redacted),
+            after: after.map(redacted),
+        }));
+    }
+    // What is stored now; if that cannot be read, what was written: the change is made
+    // (and recorded) either way.
+    let after = match stored(api).await {
+        Ok(config) => kind.find(&config, id),
+        Err(_) => None,
+    }
+    .or_else(|| kind.find(&file, id))
+    .unwrap_or(Value::Null);
+    let status = if before.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let change = applied.committed.then(|| Changed {
+        action,
+        resource: resource(kind, id),
+        before: before.map(redacted),
+        after: Some(redacted(after.clone())),
+    });
+    Ok((
+        with_etag(json_response(status, &redacted(after.clone())), &after),
+        change,
+    ))
+}
+
+/// `DELETE /api/v1/{kind}/{id}`.
+pub(super) async fn delete(
+    api: &Api,
+    kind: ObjectKind,
+    id: &str,
+    call: &Call,
+) -> Result<Answer, GatewayError> {
+    let before = kind
+        .find(&stored(api).await?, id)
+        .ok_or_else(|| not_found(kind, id))?;
+    let check = precondition(kind, id, call.if_match.as_deref());
+    let applied =
+        crate::plan::remove_checked(&api.store, (kind.store_kind(), id), call.dry_run, &check)
+            .await
+            .map_err(|e| match e {
+                // Deleting leaves something that refers to it.
+                ApplyError::Invalid(problems) => GatewayError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "{} '{id}' is still referred to: {}",
+                        kind.singular(),
+                        problems
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                ),
+                other @ (ApplyError::File(_)
+                | ApplyError::Store(_)
+                | ApplyError::Precondition(_)) => apply_error(kind, other),
+            })?;
+    let change = Changed {
+        action: format!("{}.delete", kind.segment()),
+        resource: resource(kind, id),
+        before: Some(redacted(before)),
+        after: None,
+    };
+    if call.dry_run {
+        return Ok(dry_run(change));
+    }
+    let mut response = Response::new(crate::body::full(bytes::Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok((response, applied.committed.then_some(change)))
 }
 
 fn with_etag(mut response: Response<Body>, object: &Value) -> Response<Body> {

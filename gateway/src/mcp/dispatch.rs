@@ -100,53 +100,25 @@ impl<'s> Context<'_, 's> {
 
     /// Opens a session: the negotiated version and a signed id naming the caller's profile.
     fn initialize(&self, id: &Value) -> Response<Body> {
-        let Era::Legacy(version) = &self.era else {
-            unreachable!("initialize is answered only in the session era")
-        };
-        let result = json!({
-            "protocolVersion": version,
-            "capabilities": { "tools": { "listChanged": false } },
-            "serverInfo": server_info(),
-            "instructions": INSTRUCTIONS,
-        });
-        let mut response = rpc_response(StatusCode::OK, &jsonrpc::result(id, result));
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let session = self.gw.mcp.sessions.issue(
+        let principal = (
             self.caller.client.id.as_str(),
             self.caller.profile.id.as_str(),
-            version,
-            now,
         );
-        response.headers_mut().insert(
-            MCP_SESSION_ID,
-            HeaderValue::from_str(&session).expect("a session id is visible ASCII"),
-        );
-        response
+        initialize(
+            &self.gw.mcp.sessions,
+            &self.era,
+            principal,
+            INSTRUCTIONS,
+            id,
+        )
     }
 
     fn discover(&self) -> Value {
-        let mut supported: Vec<&str> = MODERN_VERSIONS.to_vec();
-        supported.extend(LEGACY_VERSIONS.iter().rev());
-        json!({
-            "supportedVersions": supported,
-            "capabilities": { "tools": {} },
-            "instructions": INSTRUCTIONS,
-            "ttlMs": 60_000,
-            // What a caller sees depends on its credential.
-            "cacheScope": "private",
-        })
+        discover(INSTRUCTIONS)
     }
 
-    /// Fields every stateless result carries.
-    fn envelope(&self, mut result: Value) -> Value {
-        if let (Era::Modern(_), Value::Object(o)) = (&self.era, &mut result) {
-            o.entry("resultType").or_insert_with(|| "complete".into());
-            let meta = o.entry("_meta").or_insert_with(|| json!({}));
-            if let Value::Object(meta) = meta {
-                meta.insert("io.modelcontextprotocol/serverInfo".into(), server_info());
-            }
-        }
-        result
+    fn envelope(&self, result: Value) -> Value {
+        envelope(&self.era, result)
     }
 
     /// What the caller may call: tools of the collections granted to its profile in its
@@ -686,7 +658,61 @@ fn discovery_tools() -> Vec<(String, Value)> {
 
 const INSTRUCTIONS: &str = "Each tool calls one API operation your credential may use, under its limits; a tool result with isError carries the API's status or the gateway's code (rate_limited and quota_exhausted include retry_after seconds).";
 
-fn server_info() -> Value {
+/// The answer to `initialize`: the negotiated version, and a session id signed with
+/// `sessions` that only `principal` may use.
+pub(crate) fn initialize(
+    sessions: &super::session::SessionKeys,
+    era: &Era,
+    principal: (&str, &str),
+    instructions: &str,
+    id: &Value,
+) -> Response<Body> {
+    let Era::Legacy(version) = era else {
+        unreachable!("initialize is answered only in the session era")
+    };
+    let result = json!({
+        "protocolVersion": version,
+        "capabilities": { "tools": { "listChanged": false } },
+        "serverInfo": server_info(),
+        "instructions": instructions,
+    });
+    let mut response = rpc_response(StatusCode::OK, &jsonrpc::result(id, result));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let session = sessions.issue(principal.0, principal.1, version, now);
+    response.headers_mut().insert(
+        MCP_SESSION_ID,
+        HeaderValue::from_str(&session).expect("a session id is visible ASCII"),
+    );
+    response
+}
+
+/// Fields every stateless result carries.
+pub(crate) fn envelope(era: &Era, mut result: Value) -> Value {
+    if let (Era::Modern(_), Value::Object(o)) = (era, &mut result) {
+        o.entry("resultType").or_insert_with(|| "complete".into());
+        let meta = o.entry("_meta").or_insert_with(|| json!({}));
+        if let Value::Object(meta) = meta {
+            meta.insert("io.modelcontextprotocol/serverInfo".into(), server_info());
+        }
+    }
+    result
+}
+
+/// The answer of `server/discover`.
+pub(crate) fn discover(instructions: &str) -> Value {
+    let mut supported: Vec<&str> = MODERN_VERSIONS.to_vec();
+    supported.extend(LEGACY_VERSIONS.iter().rev());
+    json!({
+        "supportedVersions": supported,
+        "capabilities": { "tools": {} },
+        "instructions": instructions,
+        "ttlMs": 60_000,
+        // What a caller sees depends on its credential.
+        "cacheScope": "private",
+    })
+}
+
+pub(crate) fn server_info() -> Value {
     json!({ "name": "portcullis", "title": "Portcullis Gateway MCP", "version": env!("CARGO_PKG_VERSION") })
 }
 
@@ -703,13 +729,13 @@ fn decode_cursor(cursor: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-fn accepted() -> Response<Body> {
+pub(crate) fn accepted() -> Response<Body> {
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = StatusCode::ACCEPTED;
     response
 }
 
-fn rpc_response(status: StatusCode, message: &Value) -> Response<Body> {
+pub(crate) fn rpc_response(status: StatusCode, message: &Value) -> Response<Body> {
     let mut response = json_response(status, message);
     // Answers depend on the caller's credential.
     response

@@ -51,6 +51,14 @@ impl SessionKeys {
         }
     }
 
+    /// The Management MCP's own key: its sessions and the Gateway MCP's never open each
+    /// other's.
+    pub fn for_management(secret: &TokenSecret) -> Self {
+        Self {
+            key: secret.hash("portcullis management mcp session key v1"),
+        }
+    }
+
     /// A new session id: visible ASCII only (base64url), as the transport requires.
     pub fn issue(&self, client: &str, profile: &str, version: &str, now: i64) -> String {
         let session = Session {

@@ -54,33 +54,36 @@ pub struct AuditFilter {
 impl Store {
     /// Writes a batch in one transaction; rows already stored are left as they are.
     pub async fn insert_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        // Many rows per statement: a statement is a round trip (to the database, or to
+        // SQLite's worker thread), and a busy node writes thousands of records a second.
+        // 16 parameters a row stays within SQLite's and PostgreSQL's limits.
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for r in rows {
-                sqlx::query(
+            for chunk in rows.chunks(super::ROWS_PER_STATEMENT) {
+                let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_records (node, seq, recorded_at, channel, outcome, reason, \
-                     status, client, profile, partner, collection, operation, body, prev_hash, hash, kind) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                     ON CONFLICT (node, seq) DO NOTHING",
-                )
-                .bind(&r.node)
-                .bind(r.seq as i64)
-                .bind(&r.recorded_at)
-                .bind(&r.channel)
-                .bind(&r.outcome)
-                .bind(&r.reason)
-                .bind(i32::from(r.status))
-                .bind(&r.client)
-                .bind(&r.profile)
-                .bind(&r.partner)
-                .bind(&r.collection)
-                .bind(&r.operation)
-                .bind(&r.body)
-                .bind(&r.prev_hash)
-                .bind(&r.hash)
-                .bind(&r.kind)
-                .execute(&mut *tx)
-                .await?;
+                     status, client, profile, partner, collection, operation, body, prev_hash, hash, kind) ",
+                );
+                insert.push_values(chunk, |mut row, r| {
+                    row.push_bind(&r.node)
+                        .push_bind(r.seq as i64)
+                        .push_bind(&r.recorded_at)
+                        .push_bind(&r.channel)
+                        .push_bind(&r.outcome)
+                        .push_bind(&r.reason)
+                        .push_bind(i32::from(r.status))
+                        .push_bind(&r.client)
+                        .push_bind(&r.profile)
+                        .push_bind(&r.partner)
+                        .push_bind(&r.collection)
+                        .push_bind(&r.operation)
+                        .push_bind(&r.body)
+                        .push_bind(&r.prev_hash)
+                        .push_bind(&r.hash)
+                        .push_bind(&r.kind);
+                });
+                insert.push(" ON CONFLICT (node, seq) DO NOTHING");
+                insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(())
@@ -107,6 +110,34 @@ impl Store {
             sqlx::query_scalar("SELECT DISTINCT node FROM audit_records ORDER BY node")
                 .fetch_all(pool)
                 .await?
+        }))
+    }
+
+    /// Request records from `since` until (before) `until`, counted by outcome, reason,
+    /// collection and channel.
+    pub async fn audit_summary(
+        &self,
+        since: &str,
+        until: &str,
+    ) -> Result<Vec<SummaryGroup>, StoreError> {
+        let sql = "SELECT outcome, reason, collection, channel, COUNT(*) FROM audit_records \
+                   WHERE kind = 'request' AND recorded_at >= $1 AND recorded_at < $2 \
+                   GROUP BY outcome, reason, collection, channel";
+        Ok(on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(since)
+                .bind(until)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| SummaryGroup {
+                    outcome: r.get(0),
+                    reason: r.get(1),
+                    collection: r.get(2),
+                    channel: r.get(3),
+                    count: r.get::<i64, _>(4) as u64,
+                })
+                .collect()
         }))
     }
 
@@ -199,4 +230,14 @@ impl Store {
             .collect()
         }))
     }
+}
+
+/// One group of [`Store::audit_summary`].
+#[derive(Debug)]
+pub struct SummaryGroup {
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub collection: Option<String>,
+    pub channel: String,
+    pub count: u64,
 }

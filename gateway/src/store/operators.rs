@@ -6,7 +6,7 @@ use sqlx::Row;
 use super::{Store, StoreError};
 
 /// One operator as stored (never its token).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct OperatorRow {
     pub id: String,
     /// Role names, in the order stored.
@@ -82,6 +82,48 @@ impl Store {
             let rows = sqlx::query(sql).fetch_all(pool).await?;
             rows.iter().map(row).collect::<Result<Vec<_>, _>>()?
         }))
+    }
+
+    /// Sets a live operator's roles, description and expiry (not its token). Whether it was
+    /// live.
+    pub async fn set_operator_binding(&self, op: &OperatorRow) -> Result<bool, StoreError> {
+        let done = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE operators SET roles = $2, description = $3, expires_at = $4 \
+                 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(&op.id)
+            .bind(op.roles.join(" "))
+            .bind(&op.description)
+            .bind(&op.expires_at)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    /// Replaces a live operator's token hash, if it is still `old`. Whether it was replaced
+    /// (false: revoked, or rotated meanwhile).
+    pub async fn rotate_operator_token(
+        &self,
+        id: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let done = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE operators SET token_hash = $3 \
+                 WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(old)
+            .bind(new)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// Marks an operator revoked (keeping the earlier time if it already was). Whether it

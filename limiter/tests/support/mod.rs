@@ -165,6 +165,7 @@ pub fn check_request(policy: &str, client: &str) -> pb::CheckRequest {
         product: product("orders", "list"),
         source_ip: String::new(),
         hits: 1,
+        trace_context: Default::default(),
     }
 }
 
