@@ -1232,6 +1232,17 @@ async fn the_management_mcp_offers_what_the_roles_allow_through_the_same_handler
     )
     .await;
     let admin_tools = listed["result"]["tools"].as_array().unwrap();
+    // The protocol around the tools is the Gateway MCP's: an unknown method (`ping` has no
+    // place in the stateless era) is a JSON-RPC error with 404.
+    for method in ["resources/list", "ping"] {
+        let (status, _, answer) =
+            mcp(&node, Some(&admin), method, serde_json::json!({}), None).await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (404, &serde_json::json!(-32601)),
+            "{method}: {answer}"
+        );
+    }
     let document: Value = reqwest::get(format!("{}/api/v1/openapi.json", node.admin))
         .await
         .unwrap()

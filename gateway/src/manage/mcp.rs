@@ -15,9 +15,9 @@ use super::endpoints::{self, Effect, Endpoint};
 use super::{Api, Call, Context, MAX_BODY, Operator, authenticate, permitted, refused_change};
 use crate::body::{Body, json_response};
 use crate::error::{ErrorCode, GatewayError};
-use crate::mcp::dispatch::{accepted, discover, envelope, rpc_response};
+use crate::mcp::Refused;
+use crate::mcp::dispatch::{Method as McpMethod, accepted, discover, not_found, reply};
 use crate::mcp::jsonrpc::{self, Incoming, RpcError};
-use crate::mcp::{Era, Refused};
 
 /// The Management MCP's path.
 pub(super) const PATH: &str = "/api/v1/mcp";
@@ -106,9 +106,8 @@ async fn serve(
         Incoming::Request { id, method, params } => (id, method, params),
         Incoming::Notification { .. } | Incoming::Response => return Ok(accepted()),
     };
-    let modern = matches!(era, Era::Modern(_));
-    let outcome = match (method.as_str(), modern) {
-        ("initialize", false) => {
+    let outcome = match McpMethod::of(&method, &era) {
+        Some(McpMethod::Initialize) => {
             return Ok(crate::mcp::dispatch::initialize(
                 &api.sessions,
                 &era,
@@ -117,30 +116,13 @@ async fn serve(
                 &id,
             ));
         }
-        ("ping", false) => Ok(json!({})),
-        ("server/discover", true) => Ok(discover(INSTRUCTIONS)),
-        ("tools/list", _) => Ok(list_tools(&operator)),
-        ("tools/call", _) => call_tool(api, context, &operator, &params).await,
-        _ => {
-            let error = RpcError::new(
-                jsonrpc::METHOD_NOT_FOUND,
-                format!("Method not found: {method}"),
-            );
-            let status = if modern {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::OK
-            };
-            return Ok(rpc_response(status, &jsonrpc::error(&id, &error)));
-        }
+        Some(McpMethod::Ping) => Ok(json!({})),
+        Some(McpMethod::Discover) => Ok(discover(INSTRUCTIONS)),
+        Some(McpMethod::ListTools) => Ok(list_tools(&operator)),
+        Some(McpMethod::CallTool) => call_tool(api, context, &operator, &params).await,
+        None => return Ok(not_found(&method, &era, &id)),
     };
-    Ok(match outcome {
-        Ok(result) => rpc_response(
-            StatusCode::OK,
-            &jsonrpc::result(&id, envelope(&era, result)),
-        ),
-        Err(error) => rpc_response(StatusCode::OK, &jsonrpc::error(&id, &error)),
-    })
+    Ok(reply(&id, &era, outcome))
 }
 
 /// The tools the operator's roles allow, by name.

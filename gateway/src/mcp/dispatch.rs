@@ -62,40 +62,24 @@ impl<'s> Context<'_, 's> {
         };
         draft.record.what.mcp_method = Some(method.clone());
         draft.record.what.rpc_id = Some(id.to_string());
-        let modern = matches!(self.era, Era::Modern(_));
-        let outcome = match (method.as_str(), modern) {
-            ("initialize", false) => return self.initialize(&id),
-            ("ping", false) => Ok(json!({})),
-            ("server/discover", true) => Ok(self.discover()),
-            ("tools/list", _) => self.list_tools(&params),
-            ("tools/call", _) => self.call_tool(&params, draft).await,
-            _ => {
-                let error = RpcError::new(
-                    jsonrpc::METHOD_NOT_FOUND,
-                    format!("Method not found: {method}"),
-                );
-                // The stateless era answers an unknown method with 404.
-                let status = if modern {
-                    StatusCode::NOT_FOUND
-                } else {
-                    StatusCode::OK
-                };
+        let outcome = match Method::of(&method, &self.era) {
+            Some(Method::Initialize) => return self.initialize(&id),
+            Some(Method::Ping) => Ok(json!({})),
+            Some(Method::Discover) => Ok(discover(INSTRUCTIONS)),
+            Some(Method::ListTools) => self.list_tools(&params),
+            Some(Method::CallTool) => self.call_tool(&params, draft).await,
+            None => {
                 draft.refusal = Some(ErrorCode::BadRequest);
-                return rpc_response(status, &jsonrpc::error(&id, &error));
+                return not_found(&method, &self.era, &id);
             }
         };
-        match outcome {
-            Ok(result) => {
-                rpc_response(StatusCode::OK, &jsonrpc::result(&id, self.envelope(result)))
-            }
-            Err(error) => {
-                // Recorded as the refusal REST would give: an unknown tool keeps its own reason;
-                // malformed parameters are a bad request.
-                let reason = *draft.refusal.get_or_insert(ErrorCode::BadRequest);
-                draft.status.get_or_insert(reason.status().as_u16());
-                rpc_response(StatusCode::OK, &jsonrpc::error(&id, &error))
-            }
+        if outcome.is_err() {
+            // Recorded as the refusal REST would give: an unknown tool keeps its own reason;
+            // malformed parameters are a bad request.
+            let reason = *draft.refusal.get_or_insert(ErrorCode::BadRequest);
+            draft.status.get_or_insert(reason.status().as_u16());
         }
+        reply(&id, &self.era, outcome)
     }
 
     /// Opens a session: the negotiated version and a signed id naming the caller's profile.
@@ -111,14 +95,6 @@ impl<'s> Context<'_, 's> {
             INSTRUCTIONS,
             id,
         )
-    }
-
-    fn discover(&self) -> Value {
-        discover(INSTRUCTIONS)
-    }
-
-    fn envelope(&self, result: Value) -> Value {
-        envelope(&self.era, result)
     }
 
     /// What the caller may call: tools of the collections granted to its profile in its
@@ -657,6 +633,55 @@ fn discovery_tools() -> Vec<(String, Value)> {
 }
 
 const INSTRUCTIONS: &str = "Each tool calls one API operation your credential may use, under its limits; a tool result with isError carries the API's status or the gateway's code (rate_limited and quota_exhausted include retry_after seconds).";
+
+/// The methods both MCP servers (the Gateway's and the Management's) answer.
+pub(crate) enum Method {
+    /// `initialize`, in the session era.
+    Initialize,
+    /// `ping`, in the session era.
+    Ping,
+    /// `server/discover`, in the stateless era.
+    Discover,
+    /// `tools/list`.
+    ListTools,
+    /// `tools/call`.
+    CallTool,
+}
+
+impl Method {
+    /// The method `name` is in `era`, if it is one.
+    pub(crate) fn of(name: &str, era: &Era) -> Option<Self> {
+        match (name, matches!(era, Era::Modern(_))) {
+            ("initialize", false) => Some(Self::Initialize),
+            ("ping", false) => Some(Self::Ping),
+            ("server/discover", true) => Some(Self::Discover),
+            ("tools/list", _) => Some(Self::ListTools),
+            ("tools/call", _) => Some(Self::CallTool),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a method this server does not have (the stateless era's status is 404).
+pub(crate) fn not_found(name: &str, era: &Era, id: &Value) -> Response<Body> {
+    let error = RpcError::new(
+        jsonrpc::METHOD_NOT_FOUND,
+        format!("Method not found: {name}"),
+    );
+    let status = match era {
+        Era::Modern(_) => StatusCode::NOT_FOUND,
+        Era::Legacy(_) => StatusCode::OK,
+    };
+    rpc_response(status, &jsonrpc::error(id, &error))
+}
+
+/// The answer to a method that ran: its result in the era's envelope, or its error.
+pub(crate) fn reply(id: &Value, era: &Era, outcome: Result<Value, RpcError>) -> Response<Body> {
+    match outcome {
+        Ok(result) => rpc_response(StatusCode::OK, &jsonrpc::result(id, envelope(era, result))),
+        Err(error) => rpc_response(StatusCode::OK, &jsonrpc::error(id, &error)),
+    }
+}
 
 /// The answer to `initialize`: the negotiated version, and a session id signed with
 /// `sessions` that only `principal` may use.
