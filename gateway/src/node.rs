@@ -24,7 +24,7 @@ use crate::model::Config;
 use crate::pipeline::{self, Gateway, PipelineSettings};
 use crate::plan::{self, ApplyOptions};
 use crate::server::{self, ConnectionLimits};
-use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::snapshot::{Snapshot, SnapshotCell, TokenChange, TokenTable};
 use crate::store::{Store, StoreLocation, assemble, assemble_owned, objects, patch};
 use crate::upstream_auth::{IdentitySigner, TokenCache};
 
@@ -265,7 +265,11 @@ pub async fn run(
     let config = assemble_owned(records)?;
     let snapshot = Snapshot::compile(version, &config)
         .context("the stored configuration cannot be compiled; refusing to serve it")?;
-    let followed = Followed { version, config };
+    let followed = Followed {
+        version,
+        config,
+        tokens: Some(snapshot.tokens.clone()),
+    };
 
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
@@ -752,6 +756,8 @@ enum Refresh {
 struct Followed {
     version: u64,
     config: Config,
+    /// The API-token table `config` indexes; `None` when it must be built whole.
+    tokens: Option<TokenTable>,
 }
 
 /// Reads what changed since the followed version (or, with none, everything) and compiles it.
@@ -767,9 +773,15 @@ async fn refresh(store: &Store, followed: &mut Option<Followed>, rejected: Optio
     if let Some(f) = followed.as_mut().filter(|f| version > f.version) {
         match store.changes_since(f.version).await {
             Ok(changes) => {
+                let tokens = TokenChange::before(&f.config, &changes.written);
                 let patched = patch(&mut f.config, changes.written);
                 if patched.is_ok() && objects(&f.config) == changes.objects {
                     f.version = changes.version;
+                    f.tokens = f
+                        .tokens
+                        .take()
+                        .zip(tokens)
+                        .and_then(|(table, change)| change.apply(&table, &f.config));
                     return compile(f);
                 }
                 tracing::warn!(
@@ -787,6 +799,7 @@ async fn refresh(store: &Store, followed: &mut Option<Followed>, rejected: Optio
             Ok(config) => compile(followed.insert(Followed {
                 version: at,
                 config,
+                tokens: None,
             })),
             Err(e) => Refresh::Rejected {
                 version: at,
@@ -797,14 +810,44 @@ async fn refresh(store: &Store, followed: &mut Option<Followed>, rejected: Optio
     }
 }
 
-fn compile(f: &Followed) -> Refresh {
-    match Snapshot::compile(f.version, &f.config) {
-        Ok(snapshot) => Refresh::Swapped(Box::new(snapshot)),
+/// Compiles the followed configuration, reusing its token table when it is up to date.
+fn compile(f: &mut Followed) -> Refresh {
+    let compiled = match f.tokens.take() {
+        Some(tokens) => Snapshot::compile_with_tokens(f.version, &f.config, tokens),
+        None => Snapshot::compile(f.version, &f.config),
+    };
+    match compiled {
+        Ok(snapshot) => {
+            #[cfg(debug_assertions)]
+            same_tokens_as_whole_compile(&snapshot, &f.config);
+            f.tokens = Some(snapshot.tokens.clone());
+            Refresh::Swapped(Box::new(snapshot))
+        }
         Err(e) => Refresh::Rejected {
             version: f.version,
             reason: e.to_string(),
         },
     }
+}
+
+/// Debug builds (and so every test) check that the token table followed change by change is
+/// the one compiling the whole configuration gives.
+#[cfg(debug_assertions)]
+fn same_tokens_as_whole_compile(snapshot: &Snapshot, config: &Config) {
+    let whole = Snapshot::compile(snapshot.version, config).expect("compiled once already");
+    let entries = |s: &Snapshot| {
+        let mut all: Vec<_> = s
+            .tokens
+            .iter()
+            .map(|(h, e)| (*h, e.client, e.profile, e.credential.clone(), e.expires_at))
+            .collect();
+        all.sort_by_key(|row| row.0);
+        all
+    };
+    assert!(
+        entries(snapshot) == entries(&whole),
+        "the token table followed by changes differs from a whole compile"
+    );
 }
 
 /// A duration greater than zero.

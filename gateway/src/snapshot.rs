@@ -15,17 +15,21 @@ use ipnet::IpNet;
 use time::OffsetDateTime;
 
 use crate::auth::assertion::{self, AssertionKey, AssertionKeys};
-use crate::auth::{mtls, token};
+use crate::auth::mtls;
 use crate::config::env_ref;
 use crate::forward::UpstreamTarget;
 use crate::model::UpstreamAuth;
 use crate::model::{
-    Client, ClientId, CollectionId, Config, CredentialId, CredentialKind, Environment, OperationId,
-    ProfileId, ProviderId, Status,
+    Client, ClientId, CollectionId, Config, Credential, CredentialId, CredentialKind, Environment,
+    OperationId, ProfileId, ProviderId, Status,
 };
 use crate::route::template::PathTemplate;
 use crate::route::{RouteConflict, RouteSpec, Router};
 use crate::upstream_auth::ClientCredentials;
+
+mod tokens;
+
+pub use self::tokens::{TokenChange, TokenTable};
 
 /// Everything a request needs, compiled from one configuration version.
 pub struct Snapshot {
@@ -34,7 +38,7 @@ pub struct Snapshot {
     pub router: Router,
     pub clients: Vec<CompiledClient>,
     /// API token hash → the credential it belongs to. Revoked tokens are not indexed.
-    pub tokens: HashMap<[u8; 32], TokenEntry>,
+    pub tokens: TokenTable,
     pub providers: Vec<CompiledProvider>,
     /// OIDC credentials: which verified tokens (provider and claims) are which profile.
     pub oidc_bindings: Vec<OidcBinding>,
@@ -86,12 +90,24 @@ pub struct CompiledProfile {
     pub expires_at: Option<OffsetDateTime>,
 }
 
-/// Where an API token leads.
+/// Where a credential leads: its client's and profile's places in the snapshot.
+#[derive(Clone)]
 pub struct TokenEntry {
     pub client: usize,
     pub profile: usize,
     pub credential: CredentialId,
     pub expires_at: Option<OffsetDateTime>,
+}
+
+impl TokenEntry {
+    fn of(client: usize, profile: usize, credential: &Credential) -> Self {
+        Self {
+            client,
+            profile,
+            credential: credential.id.clone(),
+            expires_at: credential.expires_at,
+        }
+    }
 }
 
 /// A published collection, ready to forward to.
@@ -149,6 +165,24 @@ impl Snapshot {
     /// Compiles a validated configuration. Only published collections and operations are
     /// routed. Environment variables referenced by headers are read now, from this process.
     pub fn compile(version: u64, config: &Config) -> Result<Self, CompileError> {
+        Self::build(version, config, None)
+    }
+
+    /// Compiles `config` with an API-token table already brought up to date with it (by a
+    /// [`TokenChange`]), so that its tokens are not indexed again.
+    pub fn compile_with_tokens(
+        version: u64,
+        config: &Config,
+        tokens: TokenTable,
+    ) -> Result<Self, CompileError> {
+        Self::build(version, config, Some(tokens))
+    }
+
+    fn build(
+        version: u64,
+        config: &Config,
+        tokens: Option<TokenTable>,
+    ) -> Result<Self, CompileError> {
         let mut collections = Vec::new();
         let mut router = Router::default();
         // Operations offered as MCP tools: (collection index, operation index, model).
@@ -252,16 +286,22 @@ impl Snapshot {
                 clock_skew: p.clock_skew,
             })
             .collect();
-        // Sized up front: with a million tokens, growing the table was a fifth of a compile.
-        let credentials = config
-            .clients
-            .iter()
-            .flat_map(|c| &c.profiles)
-            .map(|p| p.credentials.len())
-            .sum();
+        let index_tokens = tokens.is_none();
+        let tokens = tokens.unwrap_or_else(|| {
+            // Sized up front: with a million tokens, growing the table was a fifth of a compile.
+            TokenTable::with_capacity(
+                config
+                    .clients
+                    .iter()
+                    .flat_map(|c| &c.profiles)
+                    .map(|p| p.credentials.len())
+                    .sum(),
+            )
+        });
         let mut index = CredentialIndex {
             providers: &providers,
-            tokens: HashMap::with_capacity(credentials),
+            tokens,
+            index_tokens,
             oidc: Vec::new(),
             assertions: AssertionKeys::new(),
             mtls_pins: HashMap::new(),
@@ -298,7 +338,9 @@ impl Snapshot {
 /// Where each credential kind is looked up from.
 struct CredentialIndex<'a> {
     providers: &'a [CompiledProvider],
-    tokens: HashMap<[u8; 32], TokenEntry>,
+    tokens: TokenTable,
+    /// False when `tokens` came up to date already.
+    index_tokens: bool,
     oidc: Vec<OidcBinding>,
     assertions: AssertionKeys,
     mtls_pins: HashMap<[u8; 32], TokenEntry>,
@@ -329,18 +371,19 @@ fn compile_client(
         scopes.sort();
         scopes.dedup();
         for cred in p.credentials.iter().filter(|c| c.revoked_at.is_none()) {
-            let entry = TokenEntry {
-                client: index,
-                profile: pi,
-                credential: cred.id.clone(),
-                expires_at: cred.expires_at,
-            };
+            // Made only where indexed: with a million tokens reused, that is nowhere.
+            let entry = || TokenEntry::of(index, pi, cred);
             match &cred.kind {
-                CredentialKind::ApiToken { token_hash } => {
-                    let hash = token::parse_hash(token_hash).ok_or_else(|| {
-                        invalid(format!("credential {}: bad token_hash", cred.id))
-                    })?;
-                    creds.tokens.insert(hash, entry);
+                CredentialKind::ApiToken { .. } => {
+                    if creds.index_tokens {
+                        let hash =
+                            tokens::indexed_hash(cred)
+                                .and_then(Result::ok)
+                                .ok_or_else(|| {
+                                    invalid(format!("credential {}: bad token_hash", cred.id))
+                                })?;
+                        creds.tokens.insert(hash, entry());
+                    }
                 }
                 CredentialKind::Oidc { provider, claims } => {
                     let provider = creds
@@ -356,7 +399,7 @@ fn compile_client(
                     creds.oidc.push(OidcBinding {
                         provider,
                         claims: claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                        entry,
+                        entry: entry(),
                     });
                 }
                 CredentialKind::SignedJwt {
@@ -391,7 +434,7 @@ fn compile_client(
                         AssertionKey {
                             key,
                             algorithm,
-                            entry,
+                            entry: entry(),
                             issuer: client.id.0.clone(),
                         },
                     );
@@ -404,12 +447,12 @@ fn compile_client(
                         let pin = mtls::parse_fingerprint(fp).ok_or_else(|| {
                             invalid(format!("credential {}: bad fingerprint", cred.id))
                         })?;
-                        creds.mtls_pins.insert(pin, entry);
+                        creds.mtls_pins.insert(pin, entry());
                     }
                     (None, Some(pem)) => {
                         let verifier = mtls::ca_verifier(pem)
                             .map_err(|e| invalid(format!("credential {}: {e}", cred.id)))?;
-                        creds.mtls_cas.push((verifier, entry));
+                        creds.mtls_cas.push((verifier, entry()));
                     }
                     (None, None) => {
                         return Err(invalid(format!(

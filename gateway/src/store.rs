@@ -14,8 +14,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Row, SqlitePool};
 
 pub use self::audit::{AuditFilter, AuditRow, SummaryGroup};
+#[cfg(test)]
+pub use self::records::written;
 pub use self::records::{
-    Change, Kind, RecordKey, Records, Written, assemble, assemble_owned, flatten, objects, patch,
+    Change, Kind, RecordKey, Records, Written, assemble, assemble_owned, contains, credential_at,
+    flatten, objects, patch,
 };
 
 /// Where the configuration lives.

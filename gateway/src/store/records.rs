@@ -407,6 +407,46 @@ fn profile_of<'a>(config: &'a mut Config, owner: &str) -> Option<&'a mut Profile
     find(&mut client.profiles, profile, |p| p.id.as_str())
 }
 
+/// Whether `config` holds the object `key` names.
+pub fn contains(config: &Config, key: &RecordKey) -> bool {
+    let id = key.id.as_str();
+    let client = |id: &str| {
+        place(&config.clients, id, |c| c.id.as_str())
+            .ok()
+            .map(|at| &config.clients[at])
+    };
+    match key.kind {
+        Kind::Collection => place(&config.collections, id, |c| c.id.as_str()).is_ok(),
+        Kind::Client => client(id).is_some(),
+        Kind::IdentityProvider => place(&config.identity_providers, id, |p| p.id.as_str()).is_ok(),
+        Kind::Operation => {
+            place(&config.collections, &key.parent, |c| c.id.as_str()).is_ok_and(|at| {
+                place(&config.collections[at].operations, id, |o| o.id.as_str()).is_ok()
+            })
+        }
+        Kind::Profile => {
+            client(&key.parent).is_some_and(|c| place(&c.profiles, id, |p| p.id.as_str()).is_ok())
+        }
+        Kind::Credential => credential_at(config, &key.parent, id).is_some(),
+    }
+}
+
+/// A credential found by its owner (`client/profile`) and id, with the places of its client
+/// in `config.clients` and of its profile in that client's profiles.
+pub fn credential_at<'a>(
+    config: &'a Config,
+    owner: &str,
+    id: &str,
+) -> Option<(usize, usize, &'a Credential)> {
+    let (client, profile) = owner.split_once('/')?;
+    let ci = place(&config.clients, client, |c| c.id.as_str()).ok()?;
+    let profiles = &config.clients[ci].profiles;
+    let pi = place(profiles, profile, |p| p.id.as_str()).ok()?;
+    let credentials = &profiles[pi].credentials;
+    let at = place(credentials, id, |c| c.id.as_str()).ok()?;
+    Some((ci, pi, &credentials[at]))
+}
+
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("the model always serializes")
 }
@@ -426,27 +466,28 @@ fn from_value<T: serde::de::DeserializeOwned>(key: &RecordKey, v: Value) -> Resu
     })
 }
 
+/// What changed from `a` to `b`, as the store reports it to a node following changes.
+#[cfg(test)]
+pub fn written(a: &Records, b: &Records) -> Vec<Written> {
+    let mut out: Vec<Written> = b
+        .iter()
+        .filter(|(k, v)| a.get(k) != Some(v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    out.extend(
+        a.keys()
+            .filter(|k| !b.contains_key(k))
+            .map(|k| (k.clone(), None)),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn config(value: serde_json::Value) -> Config {
         serde_json::from_value(value).expect("a valid configuration")
-    }
-
-    /// What changed from `a` to `b`, as the store reports it to a node following changes.
-    fn written(a: &Records, b: &Records) -> Vec<Written> {
-        let mut out: Vec<Written> = b
-            .iter()
-            .filter(|(k, v)| a.get(k) != Some(v))
-            .map(|(k, v)| (k.clone(), Some(v.clone())))
-            .collect();
-        out.extend(
-            a.keys()
-                .filter(|k| !b.contains_key(k))
-                .map(|k| (k.clone(), None)),
-        );
-        out
     }
 
     #[test]
