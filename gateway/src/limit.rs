@@ -50,6 +50,8 @@ enum Failure {
     UnknownPolicy(String),
     /// No limiter answered usably in time.
     Unavailable(String),
+    /// The node does not have the method (a release before it): it counted nothing.
+    Unimplemented(String),
 }
 
 impl Limits {
@@ -137,7 +139,7 @@ impl Limits {
             Limiter::Remote(remote) => match remote.check(&policies, caller, &subject).await {
                 Ok(decision) => decision,
                 Err(Failure::UnknownPolicy(reason)) => return Err(unknown_policy(&reason)),
-                Err(Failure::Unavailable(reason)) => {
+                Err(Failure::Unavailable(reason) | Failure::Unimplemented(reason)) => {
                     self.fail_over(&policies, &subject, now, reason).await?
                 }
             },
@@ -341,6 +343,9 @@ struct Nodes {
     next: AtomicUsize,
     token: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     timeout: Duration,
+    /// Unix milliseconds until which checks go one call each: a node of a release before
+    /// `CheckBatch` answered one (limiters upgraded after their gateways).
+    unbatched_until: AtomicI64,
 }
 
 struct Node {
@@ -360,6 +365,8 @@ impl Node {
 
 /// How long a node that failed is left out.
 const SKIP_FAILED: Duration = Duration::from_secs(1);
+/// How long checks go one call each after a node did not know `CheckBatch`.
+const UNBATCHED: Duration = Duration::from_secs(60);
 
 impl Remote {
     /// The limiter nodes at `urls`, and the task that sends their batches (on the current
@@ -503,6 +510,7 @@ impl Nodes {
             next: AtomicUsize::new(0),
             token,
             timeout,
+            unbatched_until: AtomicI64::new(0),
         })
     }
 
@@ -536,11 +544,15 @@ impl Nodes {
         }
         // The call has the whole timeout: a check's wait in the queue is not the node's delay.
         let deadline = now + self.timeout;
+        if self.unbatched_until.load(Ordering::Relaxed) > now_ms() {
+            return self.check_each(checks, replies, deadline).await;
+        }
         let n = checks.len();
+        let batch = pb::CheckBatchRequest { checks };
         let outcome = self
             .call(
                 |mut client, request| async move { client.check_batch(request).await },
-                pb::CheckBatchRequest { checks },
+                &batch,
                 deadline,
             )
             .await
@@ -560,6 +572,12 @@ impl Nodes {
                     let _ = reply.send(answer(result));
                 }
             }
+            Err(Failure::Unimplemented(reason)) => {
+                tracing::warn!(%reason, "a limiter node does not take CheckBatch (a release before it; upgrade limiters before gateways); sending checks one call each for {UNBATCHED:?}");
+                let until = now_ms() + i64::try_from(UNBATCHED.as_millis()).unwrap_or(i64::MAX);
+                self.unbatched_until.store(until, Ordering::Relaxed);
+                self.check_each(batch.checks, replies, deadline).await;
+            }
             Err(failure) => {
                 for reply in replies {
                     let _ = reply.send(Err(failure.clone()));
@@ -568,16 +586,41 @@ impl Nodes {
         }
     }
 
+    /// Sends each check as its own `Check` call, all at once, by `deadline`.
+    async fn check_each(
+        &self,
+        checks: Vec<pb::CheckRequest>,
+        replies: Vec<oneshot::Sender<Result<pb::CheckResponse, Failure>>>,
+        deadline: tokio::time::Instant,
+    ) {
+        let calls = checks
+            .into_iter()
+            .zip(replies)
+            .map(|(check, reply)| async move {
+                let outcome = self
+                    .call(
+                        |mut client, request| async move { client.check(request).await },
+                        &check,
+                        deadline,
+                    )
+                    .await;
+                let _ = reply.send(outcome);
+            });
+        futures_util::future::join_all(calls).await;
+    }
+
     async fn policies(&self) -> Result<Catalog, String> {
         let response = self
             .call(
                 |mut client, request| async move { client.get_policies(request).await },
-                pb::GetPoliciesRequest {},
+                &pb::GetPoliciesRequest {},
                 tokio::time::Instant::now() + self.timeout,
             )
             .await
             .map_err(|f| match f {
-                Failure::UnknownPolicy(r) | Failure::Unavailable(r) => r,
+                Failure::UnknownPolicy(r) | Failure::Unavailable(r) | Failure::Unimplemented(r) => {
+                    r
+                }
             })?;
         let mut catalog = Catalog {
             version: response.version,
@@ -595,7 +638,7 @@ impl Nodes {
     async fn call<M, R, F, Fut>(
         &self,
         call: F,
-        message: M,
+        message: &M,
         deadline: tokio::time::Instant,
     ) -> Result<R, Failure>
     where
@@ -634,6 +677,14 @@ impl Nodes {
                 tonic::Code::NotFound => {
                     return Err(Failure::UnknownPolicy(status.message().to_owned()));
                 }
+                // The node has no such method: it counted nothing, and is otherwise well.
+                tonic::Code::Unimplemented => {
+                    return Err(Failure::Unimplemented(format!(
+                        "limiter {}: {}",
+                        node.url,
+                        status.message()
+                    )));
+                }
                 // Another node would answer the same: no point trying it.
                 tonic::Code::InvalidArgument
                 | tonic::Code::Unauthenticated
@@ -662,7 +713,6 @@ impl Nodes {
                 | tonic::Code::FailedPrecondition
                 | tonic::Code::Aborted
                 | tonic::Code::OutOfRange
-                | tonic::Code::Unimplemented
                 | tonic::Code::Internal
                 | tonic::Code::Unavailable
                 | tonic::Code::DataLoss => {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use portcullis_limiter::node::Backend;
+use portcullis_proto::limiter::v1 as pb;
 use support::*;
 
 /// Two collections: `orders` protected by `orders_policy`, `billing` by `billing_policy`.
@@ -444,4 +445,89 @@ async fn when_redis_is_down_checks_fail_as_configured_and_recover() {
         recovered,
         "checks work again once Redis is back, without restarts"
     );
+}
+
+/// A limiter node of a release before `CheckBatch`: `Check` and `GetPolicies` go to a real
+/// node; `CheckBatch` is answered `UNIMPLEMENTED`, as tonic answers a method it does not have.
+struct EarlierRelease {
+    node: pb::check_service_client::CheckServiceClient<tonic::transport::Channel>,
+    batches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl pb::check_service_server::CheckService for EarlierRelease {
+    async fn check(
+        &self,
+        request: tonic::Request<pb::CheckRequest>,
+    ) -> Result<tonic::Response<pb::CheckResponse>, tonic::Status> {
+        self.node.clone().check(forwarded(request)).await
+    }
+
+    async fn check_batch(
+        &self,
+        _: tonic::Request<pb::CheckBatchRequest>,
+    ) -> Result<tonic::Response<pb::CheckBatchResponse>, tonic::Status> {
+        self.batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(tonic::Status::unimplemented(""))
+    }
+
+    async fn get_policies(
+        &self,
+        request: tonic::Request<pb::GetPoliciesRequest>,
+    ) -> Result<tonic::Response<pb::GetPoliciesResponse>, tonic::Status> {
+        self.node.clone().get_policies(forwarded(request)).await
+    }
+}
+
+/// The same message and credential, for the next hop.
+fn forwarded<T>(request: tonic::Request<T>) -> tonic::Request<T> {
+    let authorization = request.metadata().get("authorization").cloned();
+    let mut next = tonic::Request::new(request.into_inner());
+    if let Some(value) = authorization {
+        next.metadata_mut().insert("authorization", value);
+    }
+    next
+}
+
+#[tokio::test]
+async fn a_limiter_without_batches_still_decides_every_check_exactly() {
+    let tokens = LimiterTokens::new();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::Local {
+        data_dir: dir.path().to_owned(),
+        max_keys: 10_000,
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let limiter = LimiterNode::start(backend, &tokens, SEED, any).await;
+    let batches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let front = EarlierRelease {
+        node: pb::check_service_client::CheckServiceClient::connect(limiter.url())
+            .await
+            .unwrap(),
+        batches: batches.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(any).await.unwrap();
+    let front_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::check_service_server::CheckServiceServer::new(front))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let up = Upstream::start().await;
+    let node = Node::builder()
+        .config(&config(&up.url(), "cap", "slow"))
+        .arg("--limiter")
+        .arg(&front_url)
+        .arg("--limiter-token-file")
+        .arg(tokens.check_file.to_str().unwrap())
+        .arg("--limiter-timeout")
+        .arg("5s")
+        .start();
+    // Concurrent requests, so that checks travel together: the first batch is refused, and
+    // its checks and all later ones go one call each, none lost or counted twice.
+    let results = burst(&[&node], "/orders/", 300).await;
+    assert_eq!(count(&results, 200), 100, "{:?}", &results[..3]);
+    assert_eq!(count(&results, 429), 200);
+    assert!(batches.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }
