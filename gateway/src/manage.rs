@@ -1318,16 +1318,27 @@ pub fn issue(
     (row, token)
 }
 
+/// What [`bootstrap`] did.
+pub enum Bootstrap {
+    /// The store had operators already (or another node made the first one meanwhile).
+    Existing,
+    /// This node created `bootstrap-admin`; the token to print once, unless it came from the
+    /// environment.
+    Created(Option<String>),
+}
+
 /// On the first start of a store without operators: an admin operator `bootstrap-admin`
 /// whose token is `PORTCULLIS_BOOTSTRAP_ADMIN_TOKEN` when set (a `pco_` token), else a new one
-/// returned to be printed once. Nothing when operators exist.
+/// returned to be printed once. Nothing when operators exist. The creation leaves a change
+/// record made by the system (`who.kind: system`), as every change does.
 pub async fn bootstrap(
     store: &Store,
     secret: &TokenSecret,
     from_env: Option<&str>,
-) -> anyhow::Result<Option<String>> {
+    audit: &crate::audit::Audit,
+) -> anyhow::Result<Bootstrap> {
     if !store.operators().await?.is_empty() {
-        return Ok(None);
+        return Ok(Bootstrap::Existing);
     }
     let (mut row, generated) = issue(
         secret,
@@ -1350,11 +1361,46 @@ pub async fn bootstrap(
     if let Err(e) = store.insert_operator(&row).await {
         // Nodes of a cluster starting together on an empty store: one of them wins.
         if !store.operators().await?.is_empty() {
-            return Ok(None);
+            return Ok(Bootstrap::Existing);
         }
         return Err(e.into());
     }
-    Ok(shown)
+    audit.record_change(bootstrap_record(audit.node(), &row));
+    Ok(Bootstrap::Created(shown))
+}
+
+/// The change record of the bootstrap admin's creation: the system acting, at `serve`'s start.
+fn bootstrap_record(node: &str, row: &OperatorRow) -> crate::audit::change::ChangeRecord {
+    use crate::audit::change::{Actor, ChangeRecord, Resource, SCHEMA_VERSION};
+    ChangeRecord {
+        schema: SCHEMA_VERSION,
+        kind: "change".into(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        timestamp: crate::audit::timestamp(time::OffsetDateTime::now_utc()),
+        node: node.to_owned(),
+        channel: "cli".into(),
+        who: Actor {
+            subject: Some("portcullis serve".into()),
+            kind: "system".into(),
+            roles: Vec::new(),
+            source_ip: "local".into(),
+            user_agent: None,
+        },
+        action: "operators.create".into(),
+        resource: Resource {
+            kind: "operators".into(),
+            id: Some(row.id.clone()),
+        },
+        before: None,
+        after: Some(serde_json::json!({
+            "id": row.id,
+            "roles": row.roles,
+            "description": row.description,
+        })),
+        outcome: crate::audit::record::Outcome::Allowed,
+        reason: None,
+        status: 201,
+    }
 }
 
 #[cfg(test)]

@@ -303,10 +303,18 @@ pub async fn run(
         );
     }
     // The management API; an empty store gets its first (admin) operator.
-    let bootstrap_token =
-        crate::manage::bootstrap(&store, &secret, settings.bootstrap_admin_token.as_deref())
-            .await
-            .context("cannot create the bootstrap admin operator")?;
+    let bootstrap_token = match crate::manage::bootstrap(
+        &store,
+        &secret,
+        settings.bootstrap_admin_token.as_deref(),
+        &audit,
+    )
+    .await
+    .context("cannot create the bootstrap admin operator")?
+    {
+        crate::manage::Bootstrap::Created(shown) => shown,
+        crate::manage::Bootstrap::Existing => None,
+    };
     let mut extra_roots = Vec::new();
     if let Some(path) = &settings.upstream_ca_file {
         use rustls::pki_types::{CertificateDer, pem::PemObject};

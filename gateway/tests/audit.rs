@@ -280,7 +280,7 @@ async fn one_record_per_request_whatever_the_outcome() {
             .iter()
             .all(|r| r["outcome"] == "denied" && r["who"]["client"] == "reader")
     );
-    let out = node.cli(&["audit", "query", "--limit", "2"]);
+    let out = node.cli(&["audit", "query", "--kind", "request", "--limit", "2"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
     let hint = String::from_utf8_lossy(&out.stderr).into_owned();
     let cursor = hint
@@ -289,7 +289,7 @@ async fn one_record_per_request_whatever_the_outcome() {
         .unwrap()
         .trim_end()
         .trim_end_matches('\'');
-    let out = node.cli(&["audit", "query", "--after", cursor]);
+    let out = node.cli(&["audit", "query", "--kind", "request", "--after", cursor]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().count(),
         all.len() - 2
@@ -318,8 +318,9 @@ async fn tampering_breaks_the_chain_and_verify_names_the_link() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
+    // Six request records after the first start's change record (the bootstrap admin).
     let (ok, out) = verify(&node);
-    assert!(ok && out.contains("6 records, 1..6, chain intact"), "{out}");
+    assert!(ok && out.contains("7 records, 1..7, chain intact"), "{out}");
 
     let db = node.data_dir.join("portcullis.db");
     let sql = |statement: &'static str| {

@@ -5,56 +5,8 @@
 mod support;
 
 use serde_json::Value;
+use support::admin::*;
 use support::*;
-
-/// The bootstrap admin token a first start printed.
-fn bootstrap_token(node: &Node) -> Option<String> {
-    node.stdout
-        .iter()
-        .map(|l| l.trim())
-        .find(|l| l.starts_with("pco_"))
-        .map(str::to_owned)
-}
-
-async fn get(node: &Node, token: Option<&str>, path: &str) -> (u16, Value) {
-    let mut request = reqwest::Client::new().get(format!("{}{path}", node.admin));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
-/// The records at `path` (an `/api/v1/audit/…` query), waiting up to 10 s until there are `n`
-/// (the audit writer works in batches).
-async fn changes(node: &Node, token: &str, path: &str, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (status, body) = get(node, Some(token), path).await;
-        assert_eq!(status, 200, "{body}");
-        let records = body["records"].as_array().unwrap().clone();
-        if records.len() >= n || std::time::Instant::now() > deadline {
-            return records;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
-/// Creates an operator through the CLI and returns its token.
-fn operator(node: &Node, id: &str, role: &str) -> String {
-    let out = node.cli(&["operator", "token", "--id", id, "--role", role]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with("pco_"))
-        .unwrap()
-        .to_owned()
-}
 
 #[tokio::test]
 async fn operators_act_under_their_roles() {
@@ -282,6 +234,20 @@ async fn the_bootstrap_admin_is_made_once_or_taken_from_the_environment() {
     let second = Node::builder().data_dir(dir.path()).start();
     assert_eq!(bootstrap_token(&second), None);
     assert_eq!(get(&second, Some(&token), "/api/v1/whoami").await.0, 200);
+    // The creation was a change like any other: one record, made by the system.
+    let (status, listed) = get(&second, Some(&token), "/api/v1/audit/changes").await;
+    assert_eq!(status, 200, "{listed}");
+    let made: Vec<&Value> = listed["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["who"]["kind"] == "system")
+        .collect();
+    assert_eq!(made.len(), 1, "{listed}");
+    assert_eq!(made[0]["action"], "operators.create");
+    assert_eq!(made[0]["resource"]["id"], "bootstrap-admin");
+    assert_eq!(made[0]["after"]["roles"], serde_json::json!(["admin"]));
+    assert!(!listed.to_string().contains(&token), "no token in a record");
 
     // From the environment: nothing printed, and that token is the admin's.
     let chosen = portcullis::auth::token::generate_with(portcullis::auth::token::OPERATOR_PREFIX);
@@ -291,25 +257,6 @@ async fn the_bootstrap_admin_is_made_once_or_taken_from_the_environment() {
     assert_eq!(bootstrap_token(&third), None);
     let (status, me) = get(&third, Some(&chosen), "/api/v1/whoami").await;
     assert_eq!((status, me["roles"][0].as_str()), (200, Some("admin")));
-}
-
-async fn send(
-    node: &Node,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", node.admin))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -1130,67 +1077,6 @@ async fn object_lists_page_and_identity_providers_are_objects_too() {
     assert_eq!(status, 204);
 }
 
-/// One Management MCP message; the stateless protocol (2026-07-28) unless `session` is given.
-async fn mcp(
-    node: &Node,
-    token: Option<&str>,
-    method: &str,
-    params: Value,
-    session: Option<&str>,
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut params = params;
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/api/v1/mcp", node.admin))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    match session {
-        Some(session) => {
-            request = request
-                .header("mcp-session-id", session)
-                .header("mcp-protocol-version", "2025-11-25");
-        }
-        None if method == "initialize" => {}
-        None => {
-            params["_meta"] = serde_json::json!({
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            });
-            request = request
-                .header("mcp-protocol-version", "2026-07-28")
-                .header("mcp-method", method);
-            if let Some(name) = params["name"].as_str() {
-                request = request.header("mcp-name", name);
-            }
-        }
-    }
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let response = request.json(&body).send().await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-    )
-}
-
-async fn tool(node: &Node, token: &str, name: &str, arguments: Value) -> Value {
-    let (status, _, answer) = mcp(
-        node,
-        Some(token),
-        "tools/call",
-        serde_json::json!({"name": name, "arguments": arguments}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    answer["result"].clone()
-}
-
 #[tokio::test]
 async fn the_management_mcp_offers_what_the_roles_allow_through_the_same_handlers() {
     let up = Upstream::start().await;
@@ -1771,4 +1657,35 @@ async fn quotas_are_managed_through_the_api_by_the_limiter() {
         ]
     );
     assert_eq!(records[1]["after"]["name"], "gold");
+}
+
+/// A service token past its `expires_at` is refused like a revoked one, and the attempt is
+/// recorded.
+#[tokio::test]
+async fn an_expired_operator_token_is_refused_and_recorded() {
+    let node = Node::builder().start();
+    let admin = bootstrap_token(&node).unwrap();
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let expires = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, created) = send(
+        &node,
+        &admin,
+        reqwest::Method::POST,
+        "/api/v1/operators",
+        Some(serde_json::json!({"id": "short-lived", "roles": ["viewer"], "expires_at": expires})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(get(&node, Some(&token), "/api/v1/whoami").await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, refused) = get(&node, Some(&token), "/api/v1/collections").await;
+    assert_eq!(status, 401, "{refused}");
+    assert_eq!(refused["error"]["code"], "invalid_credential", "{refused}");
+    let records = changes(&node, &admin, "/api/v1/audit/changes?outcome=denied", 1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["action"], "collections.read");
+    assert_eq!(records[0]["status"], 401);
 }

@@ -21,6 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+pub mod admin;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// What the upstream saw of one request.
@@ -796,12 +798,12 @@ pub fn redis_settings(url: &str) -> portcullis_limiter::RedisSettings {
     }
 }
 
-/// Every stored request record (`portcullis audit query`); waits up to 10 s until there are
-/// `n`.
+/// Every stored request record (`portcullis audit query --kind request`); waits up to 10 s
+/// until there are `n`.
 pub fn records(node: &Node, n: usize) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let out = node.cli(&["audit", "query", "--limit", "10000"]);
+        let out = node.cli(&["audit", "query", "--kind", "request", "--limit", "10000"]);
         assert!(
             out.status.success(),
             "{}",
