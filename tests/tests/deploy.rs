@@ -168,65 +168,224 @@ fn the_compose_file_uses_only_what_the_binaries_take() {
     }
 }
 
+/// The objects `kubectl apply -k dir` would make, read as kustomize reads them: its
+/// `resources` (files, or directories with a kustomization of their own) and the ConfigMaps of
+/// its `configMapGenerator` (name and keys). Like kustomize, a file outside the
+/// kustomization's directory is refused.
+fn kustomize(dir: &Path) -> Vec<Value> {
+    let root = dir.canonicalize().unwrap();
+    let kustomization = documents(&root.join("kustomization.yaml")).remove(0);
+    let inside = |file: &str| {
+        let path = root.join(file).canonicalize().unwrap_or_else(|e| {
+            panic!("{}: {file}: {e}", root.display());
+        });
+        assert!(
+            path.starts_with(&root),
+            "{}: {file} is not in or below the kustomization (kubectl -k refuses it)",
+            root.display()
+        );
+        path
+    };
+    let mut objects = Vec::new();
+    for resource in strings(&kustomization["resources"]) {
+        let path = root.join(&resource);
+        if path.is_dir() {
+            objects.extend(kustomize(&path));
+        } else {
+            objects.extend(documents(&inside(&resource)));
+        }
+    }
+    for generator in kustomization["configMapGenerator"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let mut data = serde_json::Map::new();
+        for file in strings(&generator["files"]) {
+            let path = inside(&file);
+            let key = path.file_name().unwrap().to_string_lossy().into_owned();
+            data.insert(key, std::fs::read_to_string(&path).unwrap().into());
+        }
+        objects.push(serde_json::json!({
+            "kind": "ConfigMap",
+            "metadata": {"name": generator["name"]},
+            "data": data,
+        }));
+    }
+    objects
+}
+
+/// The object of `kind` named `name`.
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+/// Whether every label `selector` asks for is on `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| &labels[k] == v))
+}
+
 #[test]
 fn the_kubernetes_manifests_use_only_what_the_binaries_take() {
     let dir = deploy().join("k8s");
-    let kustomization = documents(&dir.join("kustomization.yaml")).remove(0);
-    let mut kinds = BTreeSet::new();
-    for resource in strings(&kustomization["resources"]) {
-        for doc in documents(&dir.join(&resource)) {
-            kinds.insert(doc["kind"].as_str().unwrap().to_owned());
-            let spec = &doc["spec"]["template"]["spec"];
-            for container in spec["containers"].as_array().into_iter().flatten() {
-                let Some(binary) = container["image"].as_str().and_then(binary_of) else {
-                    continue;
-                };
-                let args = strings(&container["args"]);
-                let env: Vec<String> = container["env"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|e| e["name"].as_str())
-                    .filter(|n| n.starts_with("PORTCULLIS_") || n.starts_with("OTEL_EXPORTER"))
-                    .map(str::to_owned)
-                    .collect();
-                if container["command"].to_string().contains("/bin/sh") {
-                    continue;
-                }
-                let place = format!("{resource} {}", container["name"]);
-                check_invocation(binary, &args, &env, &place);
-                // Every port it declares is one it listens on.
-                for port in container["ports"].as_array().into_iter().flatten() {
-                    let n = port["containerPort"].as_u64().unwrap();
+    let objects = kustomize(&dir);
+    let secret = documents(&dir.join("secret.example.yaml")).remove(0);
+    assert_eq!(secret["kind"], "Secret");
+    let workloads: Vec<&Value> = objects
+        .iter()
+        .filter(|o| matches!(o["kind"].as_str(), Some("Deployment" | "Job")))
+        .collect();
+    for workload in &workloads {
+        let name = workload["metadata"]["name"].as_str().unwrap();
+        let spec = &workload["spec"]["template"]["spec"];
+        // The volumes name a generated ConfigMap, or the Secret, with keys they hold.
+        for volume in spec["volumes"].as_array().into_iter().flatten() {
+            let (source, keys) = if let Some(map) = volume["configMap"]["name"].as_str() {
+                let map = named(&objects, "ConfigMap", map)
+                    .unwrap_or_else(|| panic!("{name}: no ConfigMap {map}"));
+                (map, &map["data"])
+            } else if let Some(secret_name) = volume["secret"]["secretName"].as_str() {
+                assert_eq!(secret["metadata"]["name"], secret_name, "{name}");
+                (&secret, &secret["stringData"])
+            } else {
+                continue;
+            };
+            for item in volume["configMap"]["items"]
+                .as_array()
+                .or(volume["secret"]["items"].as_array())
+                .into_iter()
+                .flatten()
+            {
+                let key = item["key"].as_str().unwrap();
+                assert!(
+                    keys.get(key).is_some(),
+                    "{name}: {} has no key {key}",
+                    source["metadata"]["name"]
+                );
+            }
+        }
+        for container in spec["containers"].as_array().into_iter().flatten() {
+            let place = format!("{name} {}", container["name"]);
+            // Secret references name keys the Secret has.
+            for e in container["env"].as_array().into_iter().flatten() {
+                let reference = &e["valueFrom"]["secretKeyRef"];
+                if let Some(key) = reference["key"].as_str() {
+                    assert_eq!(secret["metadata"]["name"], reference["name"], "{place}");
                     assert!(
-                        args.iter().any(|a| a.ends_with(&format!(":{n}"))),
-                        "{place}: nothing listens on {n}"
+                        secret["stringData"].get(key).is_some(),
+                        "{place}: the Secret has no {key}"
                     );
                 }
-                // Probes name ports it declares.
-                for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
-                    let p = &container[probe];
-                    if let Some(port) = p["httpGet"]["port"].as_str() {
-                        assert!(
-                            container["ports"].to_string().contains(port),
-                            "{place}: {probe} port {port}"
-                        );
-                    }
+            }
+            let Some(binary) = container["image"].as_str().and_then(binary_of) else {
+                continue;
+            };
+            if container["command"].to_string().contains("/bin/sh") {
+                continue;
+            }
+            let args = strings(&container["args"]);
+            let env: Vec<String> = container["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["name"].as_str())
+                .filter(|n| n.starts_with("PORTCULLIS_") || n.starts_with("OTEL_EXPORTER"))
+                .map(str::to_owned)
+                .collect();
+            check_invocation(binary, &args, &env, &place);
+            // Every port it declares is one it listens on.
+            for port in container["ports"].as_array().into_iter().flatten() {
+                let n = port["containerPort"].as_u64().unwrap();
+                assert!(
+                    args.iter().any(|a| a.ends_with(&format!(":{n}"))),
+                    "{place}: nothing listens on {n}"
+                );
+            }
+            // Probes name ports it declares.
+            for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+                let p = &container[probe];
+                if let Some(port) = p["httpGet"]["port"].as_str() {
+                    assert!(
+                        container["ports"].to_string().contains(port),
+                        "{place}: {probe} port {port}"
+                    );
                 }
             }
         }
     }
-    for kind in [
-        "Deployment",
-        "Service",
-        "HorizontalPodAutoscaler",
-        "PodDisruptionBudget",
-        "Job",
-    ] {
-        assert!(kinds.contains(kind), "no {kind} in deploy/k8s");
+    // Each Service selects a Deployment's pods and sends to ports they declare.
+    for service in objects.iter().filter(|o| o["kind"] == "Service") {
+        let name = service["metadata"]["name"].as_str().unwrap();
+        let target = workloads
+            .iter()
+            .find(|w| {
+                w["kind"] == "Deployment"
+                    && selects(
+                        &service["spec"]["selector"],
+                        &w["spec"]["template"]["metadata"]["labels"],
+                    )
+            })
+            .unwrap_or_else(|| panic!("Service {name} selects no Deployment's pods"));
+        let declared = target["spec"]["template"]["spec"]["containers"].to_string();
+        for port in service["spec"]["ports"].as_array().unwrap() {
+            let wanted = match port["targetPort"].as_str() {
+                Some(named) => format!("\"name\":\"{named}\""),
+                None => format!("\"containerPort\":{}", port["targetPort"]),
+            };
+            assert!(
+                declared.contains(&wanted),
+                "Service {name}: target port {} is not declared",
+                port["targetPort"]
+            );
+        }
     }
-    let secret = documents(&dir.join("secret.example.yaml")).remove(0);
-    assert_eq!(secret["kind"], "Secret");
+    // Gateways and limiter nodes each scale with an autoscaler and keep pods through voluntary
+    // disruptions with a budget, both aimed at their Deployment.
+    for deployment in ["portcullis-gateway", "portcullis-limiter"] {
+        let d = named(&objects, "Deployment", deployment)
+            .unwrap_or_else(|| panic!("no Deployment {deployment}"));
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        assert!(
+            selects(&d["spec"]["selector"]["matchLabels"], labels),
+            "{deployment}: its selector does not match its pods"
+        );
+        assert!(
+            objects
+                .iter()
+                .any(|o| o["kind"] == "HorizontalPodAutoscaler"
+                    && o["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+                    && o["spec"]["scaleTargetRef"]["name"] == deployment),
+            "no autoscaler for {deployment}"
+        );
+        assert!(
+            objects.iter().any(|o| o["kind"] == "PodDisruptionBudget"
+                && selects(&o["spec"]["selector"]["matchLabels"], labels)),
+            "no disruption budget for {deployment}"
+        );
+    }
+    assert!(
+        workloads.iter().any(|w| w["kind"] == "Job"),
+        "no setup Job in deploy/k8s"
+    );
+    // Where kubectl is installed, its own rendering agrees.
+    if let Ok(out) = Command::new("kubectl").arg("kustomize").arg(&dir).output() {
+        assert!(
+            out.status.success(),
+            "kubectl kustomize: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered: Vec<Value> =
+            serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!(
+            rendered.len(),
+            objects.len(),
+            "kubectl renders as many objects"
+        );
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Global limits across processes: three gateways and two limiter nodes sharing Redis (and a
 //! fresh PostgreSQL database for the gateways' configuration). A limit of 100 lets exactly 100
 //! of 1,000 concurrent requests through, whichever gateway and limiter each reaches; killing a
-//! limiter node moves the gateways to the other without errors; a Redis restart costs only the
+//! limiter node mid-traffic costs at most the checks it had in flight (answered as the policy's
+//! failure mode) and moves the gateways to the other; a Redis restart costs only the
 //! requests made while it is down, answered as the policy's failure mode says.
 
 use portcullis_cluster_tests::*;
@@ -97,8 +98,52 @@ clients:
             .collect::<Vec<_>>()
     );
 
-    // A limiter node dies: the gateways carry on with the other, no request fails.
-    limiter_a.process.kill();
+    // A limiter node dies in the middle of steady traffic: only checks it had already taken
+    // (at most one per caller in flight) get the policy's failure mode, 503 platform_degraded
+    // (fail_closed, the default); every other request is answered, through the other node.
+    const CALLERS: usize = 8;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(2500);
+    let steady = |i: usize| {
+        let url = format!("{}/open/", [&g1, &g2, &g3][i % 3].url);
+        let token = token.clone();
+        async move {
+            let http = reqwest::Client::new();
+            let mut seen = Vec::new();
+            while tokio::time::Instant::now() < deadline {
+                let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+                let status = r.status().as_u16();
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                seen.push((
+                    status,
+                    body["error"]["code"].as_str().unwrap_or("").to_owned(),
+                ));
+            }
+            seen
+        }
+    };
+    let callers = futures_util::future::join_all((0..CALLERS).map(steady));
+    let killer = async {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        limiter_a.process.kill();
+    };
+    let (seen, ()) = tokio::join!(callers, killer);
+    let seen: Vec<(u16, String)> = seen.into_iter().flatten().collect();
+    let failed: Vec<&(u16, String)> = seen.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed
+            .iter()
+            .all(|(s, c)| *s == 503 && c == "platform_degraded"),
+        "only the failure mode: {failed:?}"
+    );
+    assert!(
+        failed.len() <= CALLERS,
+        "{} of {} requests failed: more than were in flight at the kill",
+        failed.len(),
+        seen.len()
+    );
+    assert!(seen.len() > 10 * CALLERS, "traffic flowed: {}", seen.len());
+
+    // After it: the gateways carry on with the other node, no request fails.
     let results = burst(&[&g1, &g2, &g3], "/open/", &token, 200).await;
     assert!(
         results.iter().all(|(s, _)| *s == 200),
