@@ -1,9 +1,11 @@
-//! The audit writer. Two tasks per node:
+//! The audit writer. Two workers per node:
 //!
-//! - the journal task numbers each record (per-node sequence), chains it to its predecessor
+//! - the journal thread numbers each record (per-node sequence), chains it to its predecessor
 //!   (`hash = SHA-256(prev_hash || "\n" || body)`), and appends it to the local journal file
 //!   (`DATA_DIR/audit-journal.ndjson`) — written through to the operating system at once, so
-//!   a killed process loses only what had not reached the journal yet;
+//!   a killed process loses only what had not reached the journal yet. It is a thread of its
+//!   own, not a task: a file write can block for milliseconds when the disk is busy, and on a
+//!   runtime worker that would hold up every request scheduled there;
 //! - the database task writes journaled records to the store in batches. While the database
 //!   is slow or down they wait (in memory up to a bound, beyond it in the journal only) and
 //!   drain when it returns.
@@ -25,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Audit, AuditMode, Inner, RequestRecord, Stats};
 use crate::store::{AuditRow, Store};
 
-/// What the journal task receives.
+/// What the journal thread receives.
 pub enum Message {
     /// A request record, and who waits until it is journaled (the response's last bytes).
     Record(Box<RequestRecord>, Option<oneshot::Sender<()>>),
@@ -104,19 +106,26 @@ pub async fn start(
 
     let (tx, rx) = mpsc::unbounded_channel();
     let (db_tx, db_rx) = mpsc::unbounded_channel();
-    tokio::spawn(journal_task(
-        rx,
-        db_tx,
-        node.clone(),
-        JournalState {
-            file,
-            path: journal_path.clone(),
-            seq,
-            prev,
-        },
-        stats.clone(),
-        committed.clone(),
-    ));
+    let journal = JournalState {
+        file,
+        path: journal_path.clone(),
+        seq,
+        prev,
+    };
+    let (journal_stats, journal_committed, journal_node) =
+        (stats.clone(), committed.clone(), node.clone());
+    std::thread::Builder::new()
+        .name("audit-journal".into())
+        .spawn(move || {
+            journal_thread(
+                rx,
+                db_tx,
+                journal_node,
+                journal,
+                journal_stats,
+                journal_committed,
+            )
+        })?;
     tokio::spawn(database_task(
         store,
         node.clone(),
@@ -150,7 +159,9 @@ enum ToDatabase {
     Flush(Duration, oneshot::Sender<()>),
 }
 
-async fn journal_task(
+/// Journals what arrives until every sender is gone (shutdown), then ends, which tells the
+/// database task that nothing more will come.
+fn journal_thread(
     mut rx: mpsc::UnboundedReceiver<Message>,
     db: mpsc::UnboundedSender<ToDatabase>,
     node: String,
@@ -159,7 +170,7 @@ async fn journal_task(
     committed: Arc<AtomicU64>,
 ) {
     let mut messages = Vec::with_capacity(1024);
-    while rx.recv_many(&mut messages, 1024).await > 0 {
+    while rx.blocking_recv_many(&mut messages, 1024) > 0 {
         let mut entries = Vec::new();
         let mut text = String::new();
         let mut flushes = Vec::new();
@@ -252,19 +263,20 @@ async fn database_task(
             }
         }
         // Gather for a moment when nobody waits: fewer, larger transactions (the records are
-        // already safe in the journal).
-        let gather_until = tokio::time::Instant::now() + GATHER;
-        while !closed && flushes.is_empty() && pending.len() < BATCH && !spilled {
-            match tokio::time::timeout_at(gather_until, rx.recv()).await {
-                Ok(Some(message)) => {
-                    receive(message, &mut pending, spilled, &committed, &mut flushes);
-                }
-                Ok(None) => closed = true,
-                Err(_) => break,
-            }
+        // already safe in the journal). Sleeping the moment out, rather than waking for every
+        // arrival, saves a wake-up per record on a busy node.
+        if !closed && flushes.is_empty() && pending.len() < BATCH && !spilled {
+            tokio::time::sleep(GATHER).await;
         }
-        while let Ok(message) = rx.try_recv() {
-            receive(message, &mut pending, spilled, &committed, &mut flushes);
+        loop {
+            match rx.try_recv() {
+                Ok(message) => receive(message, &mut pending, spilled, &committed, &mut flushes),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
         }
         if pending.len() > MAX_PENDING {
             pending.clear();
