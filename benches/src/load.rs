@@ -3,7 +3,8 @@
 //! arrived) measures peak throughput; open loop (a fixed rate, latency counted from when each
 //! request was due, not from when it was sent) measures latency without coordinated omission.
 //! REST calls and MCP tool calls (stateless protocol 2026-07-28) can be mixed; answers are
-//! counted by status, by error code, and by principal (which token sent them).
+//! counted by status, by error code, and by principal (which token sent them). Targets may be
+//! `http://` or `https://` (HTTP/1.1 with keep-alive either way).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -158,6 +160,9 @@ pub struct Report {
     pub codes: BTreeMap<String, u64>,
     /// Answers per principal (`token-1`, …) by status: who was limited.
     pub by_principal: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// Error answers per principal by their `code`: whose requests were `rate_limited`,
+    /// `quota_exhausted`, ….
+    pub codes_by_principal: BTreeMap<String, BTreeMap<String, u64>>,
     /// Requests that got no answer (connection errors, timeouts).
     pub failed: u64,
     /// Open loop: requests still waiting for a connection when they were due by more than a
@@ -176,13 +181,60 @@ struct Shared {
     late: AtomicU64,
 }
 
-/// Runs `plan`; `progress` is called about once a second with the answers so far.
+/// Trust for `https://` targets: the system's usual public roots (webpki-roots), plus the
+/// certificates of a PEM file (a private CA).
+#[derive(Clone, Debug, Default)]
+pub struct Tls {
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Tls {
+    fn config(&self) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(pem) = &self.ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("the CA file is not PEM: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("the CA file holds an unusable certificate: {e}"))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+}
+
+/// Runs `plan` over plain HTTP or HTTPS (public roots only); see [`run_with`].
 pub async fn run(plan: &Plan, progress: Option<&(dyn Fn(u64, Duration) + Sync)>) -> Report {
+    run_with(plan, &Tls::default(), progress)
+        .await
+        .expect("the public roots make a TLS configuration")
+}
+
+/// Runs `plan`, trusting `tls` for `https://` targets; `progress` is called about once a
+/// second with the answers so far.
+pub async fn run_with(
+    plan: &Plan,
+    tls: &Tls,
+    progress: Option<&(dyn Fn(u64, Duration) + Sync)>,
+) -> Result<Report, String> {
     let connections = match plan.mode {
         Mode::Closed { connections } | Mode::Open { connections, .. } => connections.max(1),
     };
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls.config()?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(connections)
         .build(connector);
@@ -219,7 +271,10 @@ pub async fn run(plan: &Plan, progress: Option<&(dyn Fn(u64, Duration) + Sync)>)
                 schedule.clone(),
             );
             async move {
-                let call = &plan.calls[schedule[n as usize % schedule.len()]].0;
+                // Principals in turn, and each principal through the whole mix: request n is
+                // principal n mod P's (n / P)-th call, so no principal sends only some calls.
+                let principals = plan.tokens.len().max(1);
+                let call = &plan.calls[schedule[(n as usize / principals) % schedule.len()]].0;
                 let principal = (!plan.tokens.is_empty()).then(|| n as usize % plan.tokens.len());
                 let token = principal.map(|p| plan.tokens[p].as_str());
                 let answer = tokio::time::timeout(
@@ -275,29 +330,51 @@ pub async fn run(plan: &Plan, progress: Option<&(dyn Fn(u64, Duration) + Sync)>)
             }
         }
         Mode::Open { rate, connections } => {
+            // The schedule is kept by a thread of its own: the runtime's timer ticks in whole
+            // milliseconds, which would send requests in bursts and add up to a millisecond
+            // to every latency; a thread's sleep is good to tens of microseconds.
             let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
             let permits = Arc::new(tokio::sync::Semaphore::new(connections));
             let (one, stop, shared) = (one.clone(), stop.clone(), shared.clone());
-            tasks.spawn(async move {
+            let handle = tokio::runtime::Handle::current();
+            let dispatcher = std::thread::spawn(move || {
                 let begin = Instant::now();
                 let mut n: u64 = 0;
-                let mut inner = tokio::task::JoinSet::new();
+                let mut inner = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let due = begin + interval.mul_f64(n as f64);
-                    tokio::time::sleep_until(due.into()).await;
-                    let permit = permits.clone().acquire_owned().await.expect("open");
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let permit = match permits.clone().try_acquire_owned() {
+                        Ok(permit) => permit,
+                        Err(_) => handle
+                            .block_on(permits.clone().acquire_owned())
+                            .expect("never closed"),
+                    };
                     if due.elapsed() > Duration::from_millis(1) {
                         shared.late.fetch_add(1, Ordering::Relaxed);
                     }
                     let one = one.clone();
-                    inner.spawn(async move {
+                    inner.push(handle.spawn(async move {
                         one(n, due).await;
                         drop(permit);
-                    });
+                    }));
                     n += 1;
-                    while inner.try_join_next().is_some() {}
+                    if inner.len() > 4096 {
+                        inner.retain(|t| !t.is_finished());
+                    }
                 }
-                while inner.join_next().await.is_some() {}
+                inner
+            });
+            tasks.spawn(async move {
+                let inner = tokio::task::spawn_blocking(move || dispatcher.join())
+                    .await
+                    .expect("the dispatcher's waiter")
+                    .expect("the dispatcher does not panic");
+                for task in inner {
+                    let _ = task.await;
+                }
             });
         }
     }
@@ -312,7 +389,7 @@ pub async fn run(plan: &Plan, progress: Option<&(dyn Fn(u64, Duration) + Sync)>)
     stop.store(true, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     while tasks.join_next().await.is_some() {}
-    report(&shared, seconds)
+    Ok(report(&shared, seconds))
 }
 
 /// The status and error code of an answer. A tool result that is an error counts as the
@@ -364,13 +441,20 @@ fn report(shared: &Shared, seconds: f64) -> Report {
         ..Report::default()
     };
     for ((principal, status, code), n) in statuses.iter() {
+        let principal = format!("token-{}", principal + 1);
         *report.statuses.entry(*status).or_default() += n;
         if let Some(code) = code {
             *report.codes.entry(code.clone()).or_default() += n;
+            *report
+                .codes_by_principal
+                .entry(principal.clone())
+                .or_default()
+                .entry(code.clone())
+                .or_default() += n;
         }
         *report
             .by_principal
-            .entry(format!("token-{}", principal + 1))
+            .entry(principal)
             .or_default()
             .entry(*status)
             .or_default() += n;

@@ -12,8 +12,11 @@
 //! generator and connection count: the upstream directly; nginx as a plain `proxy_pass` with
 //! keep-alive (the reference); and `portcullis` in several configurations. Each runs closed
 //! loop (peak throughput) and open loop at 50% and 80% of nginx's peak (latency without
-//! coordinated omission). The table gives requests/s, latency percentiles, the proxy's CPU and
-//! peak memory, and ratios to nginx and to direct. `--full` adds the scale runs: routing with
+//! coordinated omission); the upstream alone runs open loop at the same rates, so each proxy's
+//! added p99 is its own less the upstream's. The answers are 17 bytes of JSON, and 1 KiB for
+//! one closed-loop row each of direct, nginx and the full policy. The table gives requests/s,
+//! latency percentiles, the proxy's CPU (per second and per request) and peak memory, and
+//! ratios to nginx and to direct. `--full` adds the scale runs: routing with
 //! 10 to 100,000 operations, lookup with 10 and 1,000,000 issued tokens, and memory for
 //! 1,000,000 limiter keys.
 //!
@@ -57,6 +60,13 @@ struct Args {
     #[arg(long, hide = true)]
     limiter_keys: Option<usize>,
 }
+
+/// The row the targets are about.
+const FULL_POLICY: &str = "portcullis: full policy (API token, authz, in-process limiter, audit)";
+/// The 1 KiB answer's rows (the others answer 17 bytes).
+const KIB_DIRECT: &str = "direct, 1 KiB answer";
+const KIB_NGINX: &str = "nginx proxy_pass, 1 KiB answer";
+const KIB_FULL: &str = "portcullis: full policy, 1 KiB answer";
 
 /// How long each run lasts.
 struct Sizes {
@@ -165,6 +175,7 @@ fn main() -> Result<(), String> {
                     &[],
                     &rest("/small"),
                     Some(n.pid()),
+                    &[],
                     peak * share,
                 );
                 rows.push(Row::new(
@@ -178,6 +189,52 @@ fn main() -> Result<(), String> {
         }
         None => direct.report.requests_per_second,
     };
+    // The upstream alone at the same rates: what the generator and the upstream add, so that
+    // each proxy's added latency is its p99 less this one's.
+    for share in [0.5, 0.8] {
+        let open = measure_open(
+            &runtime,
+            &sizes,
+            args.connections,
+            &format!("http://{upstream}"),
+            &[],
+            &rest("/small"),
+            None,
+            &[],
+            reference_peak * share,
+        );
+        rows.push(Row::new(
+            "direct (upstream alone)",
+            &format!("open {:.0}%", share * 100.0),
+            open,
+            None,
+        ));
+    }
+    // A larger answer (about 1 KiB of JSON), closed loop.
+    let kib = measure(
+        &runtime,
+        &sizes,
+        args.connections,
+        &format!("http://{upstream}"),
+        &[],
+        &rest("/kib"),
+        None,
+        &[],
+    );
+    rows.push(Row::new(KIB_DIRECT, "closed", kib, None));
+    if let Some(n) = &nginx {
+        let report = measure(
+            &runtime,
+            &sizes,
+            args.connections,
+            &n.url,
+            &[],
+            &rest("/kib"),
+            Some(n.pid()),
+            &[],
+        );
+        rows.push(Row::new(KIB_NGINX, "closed", report, None));
+    }
     drop(nginx);
 
     let redis = std::env::var("PORTCULLIS_TEST_REDIS_URL")
@@ -226,6 +283,7 @@ fn main() -> Result<(), String> {
             &tokens,
             &call,
             Some(node.pid()),
+            &node.helpers(),
             own_peak * 0.5,
         );
         rows.push(Row::new(setup.name, "open 50% of own peak", open, None));
@@ -238,6 +296,7 @@ fn main() -> Result<(), String> {
                 &tokens,
                 &call,
                 Some(node.pid()),
+                &node.helpers(),
                 reference_peak * share,
             );
             rows.push(Row::new(
@@ -246,6 +305,19 @@ fn main() -> Result<(), String> {
                 open,
                 None,
             ));
+        }
+        if setup.name == FULL_POLICY {
+            let kib = measure(
+                &runtime,
+                &sizes,
+                args.connections,
+                &node.url,
+                &tokens,
+                &rest("/bench/kib"),
+                Some(node.pid()),
+                &node.helpers(),
+            );
+            rows.push(Row::new(KIB_FULL, "closed", kib, None));
         }
     }
 
@@ -350,6 +422,7 @@ fn measure_open(
     tokens: &[String],
     call: &Call,
     pid: Option<u32>,
+    helpers: &[u32],
     rate: f64,
 ) -> Measured {
     let mode = Mode::Open {
@@ -365,7 +438,7 @@ fn measure_open(
         call,
         mode,
         pid,
-        &[],
+        helpers,
     )
 }
 
@@ -649,7 +722,7 @@ impl Setup {
                 records: false,
                 ..full("portcullis: API token, no limits, no records")
             },
-            full("portcullis: full policy (API token, authz, in-process limiter, audit)"),
+            full(FULL_POLICY),
             Setup {
                 jwt: true,
                 ..full("portcullis: full policy with a JWT (ES256) instead")
@@ -1247,14 +1320,28 @@ fn resident_mib() -> f64 {
 }
 
 fn render(rows: &[Row], scale: &[Scale], notes: &[String], args: &Args) -> String {
-    let reference = rows
-        .iter()
-        .find(|r| r.setup.starts_with("nginx") && r.mode == "closed")
-        .map(|r| r.measured.report.requests_per_second);
-    let direct = rows
-        .iter()
-        .find(|r| r.setup.starts_with("direct"))
-        .map(|r| r.measured.report.requests_per_second);
+    let closed = |setup: &str| {
+        rows.iter()
+            .find(|r| r.setup == setup && r.mode == "closed")
+            .map(|r| r.measured.report.requests_per_second)
+    };
+    // The 1 KiB rows compare with the 1 KiB references.
+    let references = |row: &Row| {
+        if row.setup.contains("1 KiB") {
+            (closed(KIB_NGINX), closed(KIB_DIRECT))
+        } else {
+            (
+                closed("nginx proxy_pass (reference)"),
+                closed("direct (upstream alone)"),
+            )
+        }
+    };
+    // The upstream alone at the same open-loop rate: what a proxy adds is its p99 less this.
+    let direct_p99 = |mode: &str| {
+        rows.iter()
+            .find(|r| r.setup == "direct (upstream alone)" && r.mode == mode && mode != "closed")
+            .map(|r| r.measured.report.latency.p99_us)
+    };
     let mut text = String::new();
     let _ = writeln!(text, "# Load test results\n");
     let _ = writeln!(
@@ -1283,23 +1370,39 @@ fn render(rows: &[Row], scale: &[Scale], notes: &[String], args: &Args) -> Strin
     );
     let _ = writeln!(
         text,
-        "- Load: one generator in this process (2 threads) and the upstream beside it, the proxy in its own process, all on this machine; {} connections closed loop; open loop at 50% and 80% of nginx's closed-loop peak (above what a setup sustains, its queue grows for the whole run, and its latency with it) and, for Portcullis, at 50% of the setup's own peak; open-loop latency counts from when each request was due. Neither proxy writes an access log line per request (nginx `access_log off`, Portcullis `PORTCULLIS_LOG=warn`); Portcullis keeps its request records where the setup says so. The remote limiter runs with `--limiter-timeout 1s`. The machine is shared and noisy: compare rows of one run, not runs.\n",
+        "- Load: one generator in this process (2 threads) and the upstream beside it, the proxy in its own process, all on this machine; {} connections closed loop; open loop at 50% and 80% of nginx's closed-loop peak (above what a setup sustains, its queue grows for the whole run, and its latency with it) and, for Portcullis, at 50% of the setup's own peak; open-loop latency counts from when each request was due, and \"p99 added\" is a row's p99 less the upstream's alone at the same rate. Rows answer 17 bytes of JSON unless they say 1 KiB. Neither proxy writes an access log line per request (nginx `access_log off`, Portcullis `PORTCULLIS_LOG=warn`); Portcullis keeps its request records where the setup says so. The remote limiter runs with `--limiter-timeout 1s`. The machine is shared and noisy: compare rows of one run, not runs.\n",
         args.connections
     );
     let _ = writeln!(
         text,
-        "| setup | load | req/s | p50 ms | p99 ms | p99.9 ms | proxy CPU | proxy peak MiB | vs nginx | vs direct |"
+        "| setup | load | req/s | p50 ms | p99 ms | p99.9 ms | p99 added ms | proxy CPU | proxy CPU µs/req | proxy peak MiB | vs nginx | vs direct |"
     );
-    let _ = writeln!(text, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        text,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for row in rows {
         let r = &row.measured.report;
+        let (nginx, direct) = references(row);
         let ratio = |base: Option<f64>| match (base, row.mode.as_str()) {
             (Some(b), "closed") if b > 0.0 => format!("{:.2}", r.requests_per_second / b),
             _ => "".into(),
         };
+        let added = match direct_p99(&row.mode) {
+            Some(base) if !row.setup.starts_with("direct") => {
+                format!("{:.2}", (r.latency.p99_us as f64 - base as f64) / 1000.0)
+            }
+            _ => String::new(),
+        };
+        let per_request = match row.measured.cpu {
+            Some(cpu) if r.requests_per_second > 0.0 => {
+                format!("{:.1}", cpu * 1e6 / r.requests_per_second)
+            }
+            _ => String::new(),
+        };
         let _ = writeln!(
             text,
-            "| {}{} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            "| {}{} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
             row.setup,
             row.note
                 .as_deref()
@@ -1311,15 +1414,17 @@ fn render(rows: &[Row], scale: &[Scale], notes: &[String], args: &Args) -> Strin
             r.latency.p50_us as f64 / 1000.0,
             r.latency.p99_us as f64 / 1000.0,
             r.latency.p999_us as f64 / 1000.0,
+            added,
             row.measured
                 .cpu
                 .map(|c| format!("{c:.2}"))
                 .unwrap_or_default(),
+            per_request,
             row.measured
                 .peak_mib
                 .map(|m| format!("{m:.0}"))
                 .unwrap_or_default(),
-            ratio(reference),
+            ratio(nginx),
             ratio(direct),
         );
     }

@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use clap::Parser;
-use portcullis_benches::load::{Call, Mode, Plan, Report, run};
+use portcullis_benches::load::{Call, Mode, Plan, Report, Tls, run_with};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,10 @@ struct Args {
     /// How long to run, e.g. `30s`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// For an `https://` URL: also trust the certificates in this PEM file (a private CA);
+    /// public roots are trusted anyway.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -102,7 +106,15 @@ fn main() -> Result<(), String> {
         );
         let _ = std::io::stderr().flush();
     };
-    let report = runtime.block_on(run(&plan, Some(&progress)));
+    let tls = Tls {
+        ca_pem: match &args.ca_file {
+            Some(file) => Some(
+                std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+            ),
+            None => None,
+        },
+    };
+    let report = runtime.block_on(run_with(&plan, &tls, Some(&progress)))?;
     eprintln!();
     if args.json {
         println!(
@@ -150,7 +162,15 @@ fn summary(r: &Report) -> String {
     }
     if r.by_principal.len() > 1 {
         for (principal, statuses) in &r.by_principal {
-            text.push_str(&format!("  {principal}: {}\n", list(statuses)));
+            let codes = r
+                .codes_by_principal
+                .get(principal)
+                .map(|c| {
+                    let c: Vec<String> = c.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+                    format!(" ({})", c.join(", "))
+                })
+                .unwrap_or_default();
+            text.push_str(&format!("  {principal}: {}{codes}\n", list(statuses)));
         }
     }
     text
