@@ -12,6 +12,7 @@ mod credentials;
 pub mod endpoints;
 mod mcp;
 pub mod objects;
+pub mod parts;
 mod quotas;
 
 pub use self::mcp::METADATA_PATH as MCP_METADATA_PATH;
@@ -470,6 +471,12 @@ pub(crate) async fn execute(
             objects::put(api, kind, p(0), &call, credentials).await
         }
         Delete(kind) => objects::delete(api, kind, p(0), &call).await,
+        GetPart(kind) => parts::get(api, kind, p(0), p(1)).await,
+        PutPart(kind) => {
+            let credentials = operator.may(Permission::ManageOperators);
+            parts::put(api, kind, p(0), p(1), &call, credentials).await
+        }
+        DeletePart(kind) => parts::delete(api, kind, p(0), p(1), &call).await,
         SetStatus(status) => objects::set_status(api, p(0), status, &call).await,
         IssueCredential | RotateCredential | RevokeCredential => {
             credentials::handle(api, endpoint.action, &call).await

@@ -48,6 +48,18 @@ fn scenario(s: &str, upstream: &str) -> Vec<Step> {
             }}),
         ),
         step(
+            "put_operation",
+            "operations",
+            json!({"id": collection, "operation": "create", "body": {
+                "id": "create", "methods": ["POST"], "path": "/",
+            }}),
+        ),
+        step(
+            "delete_operation",
+            "operations",
+            json!({"id": collection, "operation": "create"}),
+        ),
+        step(
             "unpublish_collection",
             "collections",
             json!({"id": collection}),
@@ -72,6 +84,19 @@ fn scenario(s: &str, upstream: &str) -> Vec<Step> {
                 "id": client, "partner": "acme",
                 "profiles": [{"id": profile, "environment": "sandbox", "collections": [collection]}],
             }}),
+        ),
+        step(
+            "put_profile",
+            "profiles",
+            json!({"id": client, "profile": format!("{client}-spare"), "body": {
+                "id": format!("{client}-spare"), "environment": "sandbox",
+                "collections": [collection],
+            }}),
+        ),
+        step(
+            "delete_profile",
+            "profiles",
+            json!({"id": client, "profile": format!("{client}-spare")}),
         ),
         step(
             "issue_credential",

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::Permission;
 use super::objects::ObjectKind;
-use crate::model::{Client, Collection, IdentityProvider};
+use super::parts::PartKind;
+use crate::model::{Client, Collection, IdentityProvider, Operation, Profile};
 use portcullis_limiter::policy::{Override, Policy};
 
 /// What an endpoint does; [`super::execute`] runs it.
@@ -21,6 +22,10 @@ pub enum Action {
     Get(ObjectKind),
     Put(ObjectKind),
     Delete(ObjectKind),
+    /// One operation of a collection, or one profile of a client.
+    GetPart(PartKind),
+    PutPart(PartKind),
+    DeletePart(PartKind),
     /// A collection's lifecycle: `draft` (not routed) or `published`.
     SetStatus(crate::model::Status),
     IssueCredential,
@@ -421,6 +426,65 @@ fn table() -> Vec<Endpoint> {
                 &one,
                 &format!("delete_{singular}"),
                 &format!("Delete one {}", kind.singular()),
+            )
+        });
+    }
+    for kind in [PartKind::Operations, PartKind::Profiles] {
+        let parent = kind.parent();
+        let singular = kind.singular();
+        let one = format!(
+            "/{}/{{id}}/{}/{{{singular}}}",
+            parent.segment(),
+            kind.segment()
+        );
+        let schema_of: SchemaFn = match kind {
+            PartKind::Operations => |g| g.subschema_for::<Operation>(),
+            PartKind::Profiles => |g| g.subschema_for::<Profile>(),
+        };
+        all.push(Endpoint {
+            change: format!("{}.read", kind.segment()),
+            success: (200, Some(schema_of)),
+            ..endpoint(
+                GetPart(kind),
+                Method::GET,
+                &one,
+                &format!("get_{singular}"),
+                &format!(
+                    "Read one {singular} of a {} (with its ETag)",
+                    parent.singular()
+                ),
+            )
+        });
+        all.push(Endpoint {
+            permission: Some(WriteConfig),
+            effect: Write,
+            change: format!("{}.update", kind.segment()),
+            body: Some(schema_of),
+            success: (200, Some(schema_of)),
+            conditional: true,
+            ..endpoint(
+                PutPart(kind),
+                Method::PUT,
+                &one,
+                &format!("put_{singular}"),
+                &format!(
+                    "Create or replace one {singular} of a {}, leaving its others as they are (201 when created); If-Match makes it conditional",
+                    parent.singular()
+                ),
+            )
+        });
+        all.push(Endpoint {
+            permission: Some(WriteConfig),
+            effect: Destructive,
+            change: format!("{}.delete", kind.segment()),
+            success: (204, None),
+            conditional: true,
+            ..endpoint(
+                DeletePart(kind),
+                Method::DELETE,
+                &one,
+                &format!("delete_{singular}"),
+                &format!("Delete one {singular} of a {}", parent.singular()),
             )
         });
     }
@@ -829,14 +893,18 @@ pub fn openapi() -> Value {
         }
         if matches!(
             endpoint.action,
-            Action::Get(_) | Action::Put(_) | Action::SetStatus(_)
+            Action::Get(_)
+                | Action::Put(_)
+                | Action::GetPart(_)
+                | Action::PutPart(_)
+                | Action::SetStatus(_)
         ) {
             success["headers"] = json!({"ETag": {"schema": {"type": "string"}}});
         }
         responses.insert(status.to_string(), success);
         if matches!(
             endpoint.action,
-            Action::Put(_) | Action::Quota(QuotaAction::PutPolicy)
+            Action::Put(_) | Action::PutPart(_) | Action::Quota(QuotaAction::PutPolicy)
         ) {
             let created = responses["200"].clone();
             responses.insert("201".into(), created);

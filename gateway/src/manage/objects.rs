@@ -1,8 +1,8 @@
 //! Configuration objects through the management API: collections (with their operations),
 //! clients (with their profiles and credentials) and identity providers, read, replaced and
-//! deleted whole — the same
-//! semantics as `portcullis apply` of a file naming one object, validated the same way and
-//! committed as one configuration version. `ETag`/`If-Match` make concurrent edits safe.
+//! deleted whole — the same semantics as `portcullis apply` of a file naming one object,
+//! validated the same way and committed as one configuration version. `ETag`/`If-Match` make
+//! concurrent edits safe. One operation or profile at a time: [`super::parts`].
 
 use http::header::{ETAG, HeaderValue};
 use http::{Response, StatusCode};
@@ -70,7 +70,7 @@ impl ObjectKind {
         }
     }
 
-    fn find(self, config: &Config, id: &str) -> Option<Value> {
+    pub(super) fn find(self, config: &Config, id: &str) -> Option<Value> {
         self.all(config)
             .into_iter()
             .find_map(|(i, v)| (i == id).then_some(v))
@@ -78,14 +78,14 @@ impl ObjectKind {
 }
 
 /// The entity tag of an object as stored: its JSON, hashed.
-fn etag(object: &Value) -> String {
+pub(super) fn etag(object: &Value) -> String {
     let digest = sha2::Sha256::digest(object.to_string().as_bytes());
     let hex = hex::encode(&digest[..12]);
     format!("\"{hex}\"")
 }
 
 /// What a change record may show of an object: credential hashes and keys left out.
-fn redacted(mut object: Value) -> Value {
+pub(super) fn redacted(mut object: Value) -> Value {
     fn walk(v: &mut Value) {
         match v {
             Value::Object(map) => {
@@ -260,7 +260,22 @@ pub(super) async fn put(
 ) -> Result<Answer, GatewayError> {
     let stored_config = stored(api).await?;
     let before = kind.find(&stored_config, id);
-    let mut file = parse(kind, id, &call.body)?;
+    let file = file_for_put(&stored_config, kind, id, &call.body, may_change_credentials)?;
+    write(api, kind, id, before, file, call, None).await
+}
+
+/// The configuration a `PUT` of `body` as `kind`/`id` writes, under the rules for what a
+/// body may change: stored credential material stays as it is, and only an operator who may
+/// manage credentials adds or changes them.
+pub(super) fn file_for_put(
+    stored_config: &Config,
+    kind: ObjectKind,
+    id: &str,
+    body: &[u8],
+    may_change_credentials: bool,
+) -> Result<Config, GatewayError> {
+    let before = kind.find(stored_config, id);
+    let mut file = parse(kind, id, body)?;
     // A stored credential's material is shown `[redacted]` and never changes here (rotate
     // instead): the stored material stands in for whatever the body says.
     if let (Some(new), Some(old)) = (
@@ -293,7 +308,7 @@ pub(super) async fn put(
             "adding or changing credentials needs the manage_operators permission (use …/credentials)",
         ));
     }
-    write(api, kind, id, before, file, call, None).await
+    Ok(file)
 }
 
 /// `POST /api/v1/collections/{id}/publish` and `…/unpublish`.
@@ -438,19 +453,19 @@ pub(super) async fn delete(
     Ok((response, applied.committed.then_some(change)))
 }
 
-fn with_etag(mut response: Response<Body>, object: &Value) -> Response<Body> {
+pub(super) fn with_etag(mut response: Response<Body>, object: &Value) -> Response<Body> {
     if let Ok(value) = HeaderValue::from_str(&etag(object)) {
         response.headers_mut().insert(ETAG, value);
     }
     response
 }
 
-async fn stored(api: &Api) -> Result<Config, GatewayError> {
+pub(super) async fn stored(api: &Api) -> Result<Config, GatewayError> {
     let (_, records) = api.store.load().await.map_err(store_error)?;
     crate::store::assemble(&records).map_err(store_error)
 }
 
-fn not_found(kind: ObjectKind, id: &str) -> GatewayError {
+pub(super) fn not_found(kind: ObjectKind, id: &str) -> GatewayError {
     GatewayError::new(
         ErrorCode::RouteNotFound,
         format!("no {} '{id}'", kind.singular()),
@@ -485,7 +500,7 @@ fn parse(kind: ObjectKind, id: &str, bytes: &[u8]) -> Result<Config, GatewayErro
 }
 
 /// Why a write was refused, as the API answers it. Field paths are the body's.
-fn apply_error(kind: ObjectKind, e: ApplyError) -> GatewayError {
+pub(super) fn apply_error(kind: ObjectKind, e: ApplyError) -> GatewayError {
     let prefix = match kind {
         ObjectKind::Collections => "collections[0].",
         ObjectKind::Clients => "clients[0].",
