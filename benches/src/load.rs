@@ -210,6 +210,66 @@ impl Tls {
     }
 }
 
+/// Requests at least this far apart are paced by a thread of their own: the runtime's timer
+/// ticks in whole milliseconds, which would send them in bursts and add up to a millisecond to
+/// each latency, while a thread's sleep is good to tens of microseconds. Closer together,
+/// they are paced on the runtime's tick: a thread waking thousands of times a second is kept
+/// waiting by a busy machine, and its delays would show as the generator's tail latency.
+const PRECISE: Duration = Duration::from_micros(200);
+
+/// The open loop's schedule: request `n` is due at `begin + n * interval`; what is due is
+/// handed to the sender in batches.
+struct Clock {
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+    due: tokio::sync::mpsc::UnboundedSender<(u64, Instant)>,
+}
+
+impl Clock {
+    /// On a thread: sleeps to each due time.
+    fn precise(self) {
+        let begin = Instant::now();
+        let mut n = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            let due = begin + self.interval.mul_f64(n as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if !self.hand_over(begin, &mut n) {
+                return;
+            }
+        }
+    }
+
+    /// On the runtime: wakes on its timer's tick.
+    async fn ticking(self) {
+        let begin = Instant::now();
+        let mut n = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            let due = begin + self.interval.mul_f64(n as f64);
+            tokio::time::sleep_until(due.into()).await;
+            if !self.hand_over(begin, &mut n) {
+                return;
+            }
+        }
+    }
+
+    /// Hands over every request due by now; false once nobody takes them.
+    fn hand_over(&self, begin: Instant, n: &mut u64) -> bool {
+        let now = Instant::now();
+        loop {
+            let due = begin + self.interval.mul_f64(*n as f64);
+            if due > now {
+                return true;
+            }
+            if self.due.send((*n, due)).is_err() {
+                return false;
+            }
+            *n += 1;
+        }
+    }
+}
+
 /// Runs `plan` over plain HTTP or HTTPS (public roots only); see [`run_with`].
 pub async fn run(plan: &Plan, progress: Option<&(dyn Fn(u64, Duration) + Sync)>) -> Report {
     run_with(plan, &Tls::default(), progress)
@@ -330,51 +390,38 @@ pub async fn run_with(
             }
         }
         Mode::Open { rate, connections } => {
-            // The schedule is kept by a thread of its own: the runtime's timer ticks in whole
-            // milliseconds, which would send requests in bursts and add up to a millisecond
-            // to every latency; a thread's sleep is good to tens of microseconds.
             let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+            let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+            let clock = Clock {
+                interval,
+                stop: stop.clone(),
+                due: due_tx,
+            };
+            if interval >= PRECISE {
+                std::thread::spawn(move || clock.precise());
+            } else {
+                tokio::spawn(clock.ticking());
+            }
             let permits = Arc::new(tokio::sync::Semaphore::new(connections));
-            let (one, stop, shared) = (one.clone(), stop.clone(), shared.clone());
-            let handle = tokio::runtime::Handle::current();
-            let dispatcher = std::thread::spawn(move || {
-                let begin = Instant::now();
-                let mut n: u64 = 0;
-                let mut inner = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let due = begin + interval.mul_f64(n as f64);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    let permit = match permits.clone().try_acquire_owned() {
-                        Ok(permit) => permit,
-                        Err(_) => handle
-                            .block_on(permits.clone().acquire_owned())
-                            .expect("never closed"),
-                    };
-                    if due.elapsed() > Duration::from_millis(1) {
-                        shared.late.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let one = one.clone();
-                    inner.push(handle.spawn(async move {
-                        one(n, due).await;
-                        drop(permit);
-                    }));
-                    n += 1;
-                    if inner.len() > 4096 {
-                        inner.retain(|t| !t.is_finished());
-                    }
-                }
-                inner
-            });
+            let (one, shared) = (one.clone(), shared.clone());
             tasks.spawn(async move {
-                let inner = tokio::task::spawn_blocking(move || dispatcher.join())
-                    .await
-                    .expect("the dispatcher's waiter")
-                    .expect("the dispatcher does not panic");
-                for task in inner {
-                    let _ = task.await;
+                let mut inner = tokio::task::JoinSet::new();
+                let mut batch = Vec::new();
+                while due_rx.recv_many(&mut batch, 1024).await > 0 {
+                    for (n, due) in batch.drain(..) {
+                        let permit = permits.clone().acquire_owned().await.expect("open");
+                        if due.elapsed() > Duration::from_millis(1) {
+                            shared.late.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let one = one.clone();
+                        inner.spawn(async move {
+                            one(n, due).await;
+                            drop(permit);
+                        });
+                    }
+                    while inner.try_join_next().is_some() {}
                 }
+                while inner.join_next().await.is_some() {}
             });
         }
     }
