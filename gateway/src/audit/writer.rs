@@ -63,7 +63,7 @@ const MAX_PENDING: usize = 100_000;
 const BATCH: usize = 500;
 /// How long the database task waits for more records before a transaction (unless a flush
 /// waits on it).
-const GATHER: Duration = Duration::from_millis(10);
+const GATHER: Duration = Duration::from_millis(50);
 /// The journal is emptied when everything in it is in the database and it is this large.
 const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
 
