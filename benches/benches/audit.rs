@@ -1,4 +1,5 @@
-//! Audit throughput: request records written into the store in the writer's batches of 500,
+//! Audit throughput: what the journal does with each request record (encode it as JSON and
+//! chain it with SHA-256), and records written into the store in the writer's batches of 500,
 //! into SQLite (embedded default) and PostgreSQL (with `PORTCULLIS_TEST_POSTGRES_URL`), as
 //! records per second.
 
@@ -106,5 +107,69 @@ fn throughput(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, throughput);
+/// A record as the gateway makes one for an allowed REST request with two limits.
+fn record() -> portcullis::audit::record::RequestRecord {
+    use portcullis::audit::record::*;
+    RequestRecord {
+        schema: 1,
+        request_id: "9b2f6c1e-2d7a-4f0e-8a41-3c5d6e7f8a90".into(),
+        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+        timestamp: "2026-12-08T01:00:00.000000Z".into(),
+        node: "gw-1".into(),
+        channel: "rest".into(),
+        who: Who {
+            client: Some("acme".into()),
+            profile: Some("acme-sbx".into()),
+            environment: Some("sandbox".into()),
+            partner: Some("acme".into()),
+            credential: Some("acme-sbx-1".into()),
+            source_ip: "192.0.2.1".into(),
+            user_agent: Some("bench/1.0".into()),
+            ..Default::default()
+        },
+        what: What {
+            method: "GET".into(),
+            path: "/orders/items/42".into(),
+            collection: Some("orders".into()),
+            collection_version: Some("1".into()),
+            operation: Some("get".into()),
+            path_template: Some("/orders/items/{id}".into()),
+            ..Default::default()
+        },
+        outcome: Outcome::Allowed,
+        status: 200,
+        upstream_status: Some(200),
+        latency_us: Latency {
+            total: 900,
+            gateway: 120,
+            limiter: 30,
+            upstream: 750,
+        },
+        bytes_out: 64,
+        completed: true,
+        ..Default::default()
+    }
+}
+
+fn journal(c: &mut Criterion) {
+    let record = record();
+    let mut group = c.benchmark_group("audit journal");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("encode a record", |b| {
+        b.iter(|| serde_json::to_string(std::hint::black_box(&record)).unwrap())
+    });
+    let body = serde_json::to_string(&record).unwrap();
+    group.bench_function("encode and chain a record", |b| {
+        b.iter(|| {
+            let body = serde_json::to_string(std::hint::black_box(&record)).unwrap();
+            link(GENESIS, &body)
+        })
+    });
+    group.bench_function(format!("chain only ({} bytes)", body.len()), |b| {
+        b.iter(|| link(GENESIS, std::hint::black_box(&body)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, journal, throughput);
 criterion_main!(benches);
