@@ -239,20 +239,10 @@ async fn settled(node: &Node, admin: &str, n: usize) -> Vec<Value> {
 #[tokio::test]
 async fn every_mutating_endpoint_and_tool_leaves_exactly_one_change_record() {
     let up = Upstream::start().await;
-    let node = Node::with_config(&collection(
-        "orders",
-        "/orders",
-        &up.url(),
-        "      - { id: list, methods: [GET], path: / }\n",
-    ));
+    let node = orders_node(&up);
     let admin = operator(&node, "change-admin", "admin");
     let viewer = operator(&node, "change-viewer", "viewer");
-    let document: Value = reqwest::get(format!("{}/api/v1/openapi.json", node.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = openapi(&node).await;
     let document = operations(&document);
 
     // The scenario calls every mutating operation the API serves, each once.

@@ -11,12 +11,7 @@ use support::*;
 #[tokio::test]
 async fn operators_act_under_their_roles() {
     let up = Upstream::start().await;
-    let node = Node::with_config(&collection(
-        "orders",
-        "/orders",
-        &up.url(),
-        "      - { id: list, methods: [GET], path: / }\n",
-    ));
+    let node = orders_node(&up);
     let admin = bootstrap_token(&node).expect("a first start prints the bootstrap admin token");
     let (status, me) = get(&node, Some(&admin), "/api/v1/whoami").await;
     assert_eq!(status, 200);
@@ -460,12 +455,7 @@ async fn operators_are_managed_through_the_api_and_every_change_is_recorded() {
 async fn configuration_objects_are_edited_safely_through_the_api() {
     use reqwest::Method;
     let up = Upstream::start().await;
-    let node = Node::with_config(&collection(
-        "orders",
-        "/orders",
-        &up.url(),
-        "      - { id: list, methods: [GET], path: / }\n",
-    ));
+    let node = orders_node(&up);
     let admin = bootstrap_token(&node).unwrap();
     let viewer = operator(&node, "viewer-1", "viewer");
     let editor = operator(&node, "editor-1", "editor");
@@ -720,12 +710,7 @@ async fn configuration_objects_are_edited_safely_through_the_api() {
 async fn credentials_are_issued_rotated_and_revoked_through_the_api() {
     use reqwest::Method;
     let up = Upstream::start().await;
-    let node = Node::with_config(&collection(
-        "orders",
-        "/orders",
-        &up.url(),
-        "      - { id: list, methods: [GET], path: / }\n",
-    ));
+    let node = orders_node(&up);
     let admin = bootstrap_token(&node).unwrap();
     let editor = operator(&node, "editor-1", "editor");
     let base = "/api/v1/clients/tester/profiles/tester-sandbox/credentials";
@@ -896,12 +881,7 @@ async fn credentials_are_issued_rotated_and_revoked_through_the_api() {
 async fn every_endpoint_checks_the_role_matrix() {
     use reqwest::Method;
     let up = Upstream::start().await;
-    let node = Node::with_config(&collection(
-        "orders",
-        "/orders",
-        &up.url(),
-        "      - { id: list, methods: [GET], path: / }\n",
-    ));
+    let node = orders_node(&up);
     let roles = ["viewer", "editor", "admin", "auditor"];
     let tokens: Vec<String> = roles
         .iter()
@@ -909,12 +889,7 @@ async fn every_endpoint_checks_the_role_matrix() {
         .collect();
     // Every endpoint the served OpenAPI document lists, with the permission it declares:
     // read_config, write_config, manage_operators, read_audit, or none (any operator).
-    let document: Value = reqwest::get(format!("{}/api/v1/openapi.json", node.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = openapi(&node).await;
     let mut endpoints: Vec<(Method, String, Option<String>)> = Vec::new();
     for (template, item) in document["paths"].as_object().unwrap() {
         // Path parameters that name nothing stored: nothing can change.
@@ -1080,12 +1055,7 @@ async fn object_lists_page_and_identity_providers_are_objects_too() {
 #[tokio::test]
 async fn the_management_mcp_offers_what_the_roles_allow_through_the_same_handlers() {
     let up = Upstream::start().await;
-    let node = Node::with_config(&collection(
-        "orders",
-        "/orders",
-        &up.url(),
-        "      - { id: list, methods: [GET], path: / }\n",
-    ));
+    let node = orders_node(&up);
     let admin = operator(&node, "mcp-admin", "admin");
     let viewer = operator(&node, "mcp-viewer", "viewer");
 
@@ -1129,12 +1099,7 @@ async fn the_management_mcp_offers_what_the_roles_allow_through_the_same_handler
             "{method}: {answer}"
         );
     }
-    let document: Value = reqwest::get(format!("{}/api/v1/openapi.json", node.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = openapi(&node).await;
     let operations: usize = document["paths"]
         .as_object()
         .unwrap()
@@ -1315,12 +1280,7 @@ async fn the_management_mcp_offers_what_the_roles_allow_through_the_same_handler
 #[tokio::test]
 async fn rest_dry_runs_change_nothing_and_record_nothing() {
     let up = Upstream::start().await;
-    let node = Node::with_config(&collection(
-        "orders",
-        "/orders",
-        &up.url(),
-        "      - { id: list, methods: [GET], path: / }\n",
-    ));
+    let node = orders_node(&up);
     let admin = operator(&node, "dry-admin", "admin");
     let version = node.ready().await["config_version"].as_u64().unwrap();
     let cred = "/api/v1/clients/tester/profiles/tester-sandbox/credentials";
@@ -1424,12 +1384,7 @@ fn remote_cli(node: &Node, token: &str, args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn the_cli_works_through_the_api_under_an_operator_token() {
     let up = Upstream::start().await;
-    let node = Node::with_config(&collection(
-        "orders",
-        "/orders",
-        &up.url(),
-        "      - { id: list, methods: [GET], path: / }\n",
-    ));
+    let node = orders_node(&up);
     let editor = operator(&node, "ci-editor", "editor");
     let admin = operator(&node, "ci-admin", "admin");
     let file = node.data_dir.join("returns.yaml");
@@ -1533,12 +1488,7 @@ async fn the_cli_works_through_the_api_under_an_operator_token() {
 #[tokio::test]
 async fn quotas_are_managed_through_the_api_by_the_limiter() {
     let up = Upstream::start().await;
-    let node = Node::with_config(&collection(
-        "orders",
-        "/orders",
-        &up.url(),
-        "      - { id: list, methods: [GET], path: / }\n",
-    ));
+    let node = orders_node(&up);
     let editor = operator(&node, "quota-editor", "editor");
     let viewer = operator(&node, "quota-viewer", "viewer");
     let policy = serde_json::json!({

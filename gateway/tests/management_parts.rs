@@ -60,12 +60,7 @@ async fn answers(node: &Node, path: &str, status: u16) {
 #[tokio::test]
 async fn operations_and_profiles_are_edited_one_at_a_time() {
     let up = Upstream::start().await;
-    let node = Node::with_config(&collection(
-        "orders",
-        "/orders",
-        &up.url(),
-        "      - { id: list, methods: [GET], path: / }\n",
-    ));
+    let node = orders_node(&up);
     let editor = operator(&node, "parts-editor", "editor");
     let viewer = operator(&node, "parts-viewer", "viewer");
     let admin = operator(&node, "parts-admin", "admin");

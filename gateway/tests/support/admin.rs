@@ -3,7 +3,28 @@
 
 use serde_json::Value;
 
-use super::Node;
+use super::{Node, Upstream, collection};
+
+/// A node serving one collection, `orders` at `/orders` with a `list` operation on `/`, in
+/// front of `up`; the tester may call it.
+pub fn orders_node(up: &Upstream) -> Node {
+    Node::with_config(&collection(
+        "orders",
+        "/orders",
+        &up.url(),
+        "      - { id: list, methods: [GET], path: / }\n",
+    ))
+}
+
+/// The management API's OpenAPI document, as the node serves it.
+pub async fn openapi(node: &Node) -> Value {
+    reqwest::get(format!("{}/api/v1/openapi.json", node.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
 
 /// The bootstrap admin token a first start printed.
 pub fn bootstrap_token(node: &Node) -> Option<String> {
