@@ -166,50 +166,36 @@ fn main() -> Result<(), String> {
                 report,
                 None,
             ));
-            for share in [0.5, 0.8] {
-                let open = measure_open(
-                    &runtime,
-                    &sizes,
-                    args.connections,
-                    &n.url,
-                    &[],
-                    &rest("/small"),
-                    Some(n.pid()),
-                    &[],
-                    peak * share,
-                );
-                rows.push(Row::new(
-                    "nginx proxy_pass (reference)",
-                    &format!("open {:.0}%", share * 100.0),
-                    open,
-                    None,
-                ));
-            }
+            rows.extend(reference_shares(
+                &runtime,
+                &sizes,
+                args.connections,
+                "nginx proxy_pass (reference)",
+                &n.url,
+                &[],
+                &rest("/small"),
+                Some(n.pid()),
+                &[],
+                peak,
+            ));
             peak
         }
         None => direct.report.requests_per_second,
     };
     // The upstream alone at the same rates: what the generator and the upstream add, so that
     // each proxy's added latency is its p99 less this one's.
-    for share in [0.5, 0.8] {
-        let open = measure_open(
-            &runtime,
-            &sizes,
-            args.connections,
-            &format!("http://{upstream}"),
-            &[],
-            &rest("/small"),
-            None,
-            &[],
-            reference_peak * share,
-        );
-        rows.push(Row::new(
-            "direct (upstream alone)",
-            &format!("open {:.0}%", share * 100.0),
-            open,
-            None,
-        ));
-    }
+    rows.extend(reference_shares(
+        &runtime,
+        &sizes,
+        args.connections,
+        "direct (upstream alone)",
+        &format!("http://{upstream}"),
+        &[],
+        &rest("/small"),
+        None,
+        &[],
+        reference_peak,
+    ));
     // A larger answer (about 1 KiB of JSON), closed loop.
     let kib = measure(
         &runtime,
@@ -287,25 +273,18 @@ fn main() -> Result<(), String> {
             own_peak * 0.5,
         );
         rows.push(Row::new(setup.name, "open 50% of own peak", open, None));
-        for share in [0.5, 0.8] {
-            let open = measure_open(
-                &runtime,
-                &sizes,
-                args.connections,
-                &node.url,
-                &tokens,
-                &call,
-                Some(node.pid()),
-                &node.helpers(),
-                reference_peak * share,
-            );
-            rows.push(Row::new(
-                setup.name,
-                &format!("open {:.0}%", share * 100.0),
-                open,
-                None,
-            ));
-        }
+        rows.extend(reference_shares(
+            &runtime,
+            &sizes,
+            args.connections,
+            setup.name,
+            &node.url,
+            &tokens,
+            &call,
+            Some(node.pid()),
+            &node.helpers(),
+            reference_peak,
+        ));
         if setup.name == FULL_POLICY {
             let kib = measure(
                 &runtime,
@@ -440,6 +419,39 @@ fn measure_open(
         pid,
         helpers,
     )
+}
+
+/// The open-loop rows at 50% and 80% of the reference's peak, for every setup alike.
+#[allow(clippy::too_many_arguments)]
+fn reference_shares(
+    runtime: &tokio::runtime::Runtime,
+    sizes: &Sizes,
+    connections: usize,
+    setup: &str,
+    base: &str,
+    tokens: &[String],
+    call: &Call,
+    pid: Option<u32>,
+    helpers: &[u32],
+    reference_peak: f64,
+) -> Vec<Row> {
+    [0.5, 0.8]
+        .into_iter()
+        .map(|share| {
+            let open = measure_open(
+                runtime,
+                sizes,
+                connections,
+                base,
+                tokens,
+                call,
+                pid,
+                helpers,
+                reference_peak * share,
+            );
+            Row::new(setup, &format!("open {:.0}%", share * 100.0), open, None)
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

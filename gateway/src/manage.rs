@@ -610,35 +610,59 @@ impl Context<'_> {
         reason: Option<ErrorCode>,
         status: u16,
     ) -> crate::audit::change::ChangeRecord {
-        use crate::audit::change::{Actor, ChangeRecord, SCHEMA_VERSION};
-        ChangeRecord {
-            schema: SCHEMA_VERSION,
-            kind: "change".into(),
-            request_id: self.request_id.to_owned(),
-            timestamp: crate::audit::timestamp(time::OffsetDateTime::now_utc()),
-            node: self.api.audit.node().to_owned(),
-            channel: self.channel.into(),
-            who: Actor {
-                subject: operator.map(|o| o.id.clone()),
-                kind: operator.map_or("unknown", |o| o.kind).into(),
-                roles: operator
-                    .map(|o| o.roles.iter().map(|r| r.as_str().to_owned()).collect())
-                    .unwrap_or_default(),
-                source_ip: self.source.to_string(),
-                user_agent: self
-                    .headers
-                    .get(http::header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.chars().take(256).collect()),
-            },
-            action: change.action,
-            resource: change.resource,
-            before: change.before,
-            after: change.after,
+        let who = crate::audit::change::Actor {
+            subject: operator.map(|o| o.id.clone()),
+            kind: operator.map_or("unknown", |o| o.kind).into(),
+            roles: operator
+                .map(|o| o.roles.iter().map(|r| r.as_str().to_owned()).collect())
+                .unwrap_or_default(),
+            source_ip: self.source.to_string(),
+            user_agent: self
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect()),
+        };
+        change_record(
+            self.api.audit.node(),
+            self.request_id.to_owned(),
+            self.channel,
+            who,
+            change,
             outcome,
-            reason: reason.map(|c| c.as_str().to_owned()),
+            reason,
             status,
-        }
+        )
+    }
+}
+
+/// A change record, completed now.
+#[allow(clippy::too_many_arguments)]
+fn change_record(
+    node: &str,
+    request_id: String,
+    channel: &str,
+    who: crate::audit::change::Actor,
+    change: Changed,
+    outcome: crate::audit::record::Outcome,
+    reason: Option<ErrorCode>,
+    status: u16,
+) -> crate::audit::change::ChangeRecord {
+    crate::audit::change::ChangeRecord {
+        schema: crate::audit::change::SCHEMA_VERSION,
+        kind: "change".into(),
+        request_id,
+        timestamp: crate::audit::timestamp(time::OffsetDateTime::now_utc()),
+        node: node.to_owned(),
+        channel: channel.into(),
+        who,
+        action: change.action,
+        resource: change.resource,
+        before: change.before,
+        after: change.after,
+        outcome,
+        reason: reason.map(|c| c.as_str().to_owned()),
+        status,
     }
 }
 
@@ -1378,23 +1402,16 @@ pub async fn bootstrap(
 
 /// The change record of the bootstrap admin's creation: the system acting, at `serve`'s start.
 fn bootstrap_record(node: &str, row: &OperatorRow) -> crate::audit::change::ChangeRecord {
-    use crate::audit::change::{Actor, ChangeRecord, Resource, SCHEMA_VERSION};
-    ChangeRecord {
-        schema: SCHEMA_VERSION,
-        kind: "change".into(),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        timestamp: crate::audit::timestamp(time::OffsetDateTime::now_utc()),
-        node: node.to_owned(),
-        channel: "cli".into(),
-        who: Actor {
-            subject: Some("portcullis serve".into()),
-            kind: "system".into(),
-            roles: Vec::new(),
-            source_ip: "local".into(),
-            user_agent: None,
-        },
+    let who = crate::audit::change::Actor {
+        subject: Some("portcullis serve".into()),
+        kind: "system".into(),
+        roles: Vec::new(),
+        source_ip: "local".into(),
+        user_agent: None,
+    };
+    let change = Changed {
         action: "operators.create".into(),
-        resource: Resource {
+        resource: crate::audit::change::Resource {
             kind: "operators".into(),
             id: Some(row.id.clone()),
         },
@@ -1404,10 +1421,17 @@ fn bootstrap_record(node: &str, row: &OperatorRow) -> crate::audit::change::Chan
             "roles": row.roles,
             "description": row.description,
         })),
-        outcome: crate::audit::record::Outcome::Allowed,
-        reason: None,
-        status: 201,
-    }
+    };
+    change_record(
+        node,
+        uuid::Uuid::new_v4().to_string(),
+        "cli",
+        who,
+        change,
+        crate::audit::record::Outcome::Allowed,
+        None,
+        201,
+    )
 }
 
 #[cfg(test)]

@@ -209,11 +209,25 @@ fn precondition<'a>(
     id: &'a str,
     if_match: Option<&'a [String]>,
 ) -> impl Fn(&Config) -> Result<(), String> + 'a {
+    if_matches(
+        if_match,
+        format!("{} '{id}'", kind.singular()),
+        move |config| kind.find(config, id),
+    )
+}
+
+/// `If-Match` against what `find` finds in a configuration (`what` names it in the refusal):
+/// it holds when the found object's ETag is one of the tags, or a tag is `*` and there is one.
+pub(super) fn if_matches<'a>(
+    if_match: Option<&'a [String]>,
+    what: String,
+    find: impl Fn(&Config) -> Option<Value> + 'a,
+) -> impl Fn(&Config) -> Result<(), String> + 'a {
     move |config: &Config| {
         let Some(expected) = if_match else {
             return Ok(());
         };
-        let matches = kind.find(config, id).is_some_and(|object| {
+        let matches = find(config).is_some_and(|object| {
             let tag = etag(&object);
             expected.iter().any(|e| e == "*" || *e == tag)
         });
@@ -221,8 +235,7 @@ fn precondition<'a>(
             Ok(())
         } else {
             Err(format!(
-                "{} '{id}' has changed (or does not exist): read it again and retry with its new ETag",
-                kind.singular()
+                "{what} has changed (or does not exist): read it again and retry with its new ETag"
             ))
         }
     }

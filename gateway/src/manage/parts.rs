@@ -188,12 +188,8 @@ fn parts_of(kind: PartKind, whole: &mut Value) -> &mut Vec<Value> {
     if !list.is_array() {
         *list = Value::Array(Vec::new());
     }
-    match list {
-        Value::Array(parts) => parts,
-        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Object(_) => {
-            unreachable!("made an array above")
-        }
-    }
+    list.as_array_mut()
+        .expect("an array, made above if need be")
 }
 
 /// The parent, as changed, under the parent's own `PUT` rules.
@@ -224,24 +220,11 @@ async fn write(
     file: &Config,
     call: &Call,
 ) -> Result<(Option<Value>, bool), GatewayError> {
-    let if_match = call.if_match.as_deref();
-    let check = |config: &Config| {
-        let Some(expected) = if_match else {
-            return Ok(());
-        };
-        let matches = kind.stored_in(config, parent, id).is_some_and(|part| {
-            let tag = objects::etag(&part);
-            expected.iter().any(|e| e == "*" || *e == tag)
-        });
-        if matches {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} '{parent}/{id}' has changed (or does not exist): read it again and retry with its new ETag",
-                kind.singular()
-            ))
-        }
-    };
+    let check = objects::if_matches(
+        call.if_match.as_deref(),
+        format!("{} '{parent}/{id}'", kind.singular()),
+        |config| kind.stored_in(config, parent, id),
+    );
     let options = ApplyOptions {
         dry_run: call.dry_run,
         ..ApplyOptions::default()
@@ -249,20 +232,12 @@ async fn write(
     let applied = crate::plan::apply_checked(&api.store, file, options, &check)
         .await
         .map_err(|e| objects::apply_error(kind.parent(), e))?;
-    let after = if call.dry_run {
-        kind.parent()
-            .find(file, parent)
-            .and_then(|whole| kind.find(&whole, id))
-    } else {
-        // What is stored now; if that cannot be read, what was written.
-        match objects::stored(api).await {
-            Ok(config) => kind.stored_in(&config, parent, id),
-            Err(_) => kind
-                .parent()
-                .find(file, parent)
-                .and_then(|whole| kind.find(&whole, id)),
-        }
+    // What is stored now (if that can be read), else what was, or would be, written.
+    let stored = match call.dry_run {
+        true => None,
+        false => objects::stored(api).await.ok(),
     };
+    let after = kind.stored_in(stored.as_ref().unwrap_or(file), parent, id);
     Ok((after, applied.committed))
 }
 
