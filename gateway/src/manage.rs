@@ -1396,7 +1396,10 @@ pub async fn bootstrap(
         }
         return Err(e.into());
     }
+    // Kept before the token is shown and anything is served: a node killed right after its
+    // first start still has the record of its first operator.
     audit.record_change(bootstrap_record(audit.node(), &row));
+    audit.flush(std::time::Duration::from_secs(5)).await;
     Ok(Bootstrap::Created(shown))
 }
 
